@@ -1,0 +1,39 @@
+# mtrl: `make run` sets everything up and runs the main job; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU-capable torch build; installed before the project so that pip never pulls a CUDA build.
+TORCH_PIN ?= torch==2.13.0
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup run test lint format bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet "$(TORCH_PIN)"
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m mtrl.surgery.toy --out runs/toy
+
+test: setup lint
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) benchmarks/surgery.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
