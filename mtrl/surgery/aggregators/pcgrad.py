@@ -1,0 +1,85 @@
+"""PCGrad (Yu et al., 2020, "Gradient Surgery for Multi-Task Learning"), Algorithm 1."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.registry import register_aggregator
+
+
+def pcgrad_weights(gram: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Coefficients C [T, T] with ``C @ G`` the projected gradients of PCGrad.
+
+    Each task i starts from its own gradient and, visiting the other tasks j in ``order[i]``,
+    removes the component along the *original* g_j whenever its current projected gradient
+    conflicts with g_j (negative inner product). Every step subtracts a multiple of an original
+    gradient, so g_i^PC stays a combination of the rows of G and all inner products follow from
+    the Gramian. The T tasks are processed together, one position of their orders at a time.
+
+    :param gram: the Gramian G Gᵀ, float64 [T, T].
+    :param order: [T, T-1] integers; row i is a permutation of the tasks other than i.
+    """
+    tasks = gram.shape[0]
+    coeffs = np.eye(tasks)
+    sq_norms = np.diag(gram)
+    rows = np.arange(tasks)
+    for k in range(order.shape[1]):
+        j = order[:, k]
+        dots = np.einsum("im,im->i", coeffs, gram[j])  # <g_i^PC, g_j> for each i
+        conflict = (dots < 0) & (sq_norms[j] > 0)  # a zero gradient never conflicts
+        step = np.where(conflict, dots / np.where(sq_norms[j] > 0, sq_norms[j], 1.0), 0.0)
+        coeffs[rows, j] -= step
+    return coeffs
+
+
+@register_aggregator("pcgrad")
+class PCGrad(Weighting):
+    """Project each task's gradient off the original gradients it conflicts with, then combine.
+
+    :param reduction: ``"sum"`` of the projected gradients (the paper) or their ``"mean"``.
+    :param seed: seeds the per-task random order of the other tasks (None: fresh entropy).
+    :param generator: a ``numpy.random.Generator`` to draw the orders from instead of ``seed``.
+    """
+
+    description = "projecting conflicting gradients (Yu et al. 2020); options: reduction, seed"
+    stochastic = True
+
+    def __init__(
+        self,
+        reduction: Literal["sum", "mean"] = "sum",
+        seed: int | None = None,
+        generator: np.random.Generator | None = None,
+    ) -> None:
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.reduction = reduction
+        self.seed = seed
+        self.rng = generator if generator is not None else np.random.default_rng(seed)
+
+    def random_order(self, tasks: int) -> np.ndarray:
+        """For each task a random permutation of the other tasks, shape [T, T-1]."""
+        keys = self.rng.random((tasks, tasks))
+        np.fill_diagonal(keys, np.inf)  # each task itself sorts last and is dropped
+        return np.argsort(keys, axis=1)[:, : tasks - 1]
+
+    def weights(self, gram: Tensor) -> Tensor:
+        gram_np = gram.numpy()
+        coeffs = pcgrad_weights(gram_np, self.random_order(gram_np.shape[0]))
+        weights = coeffs.sum(axis=0)
+        if self.reduction == "mean":
+            weights /= gram_np.shape[0]
+        return torch.from_numpy(weights)
+
+    def options(self) -> dict[str, Any]:
+        return {"reduction": self.reduction, "seed": self.seed}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
