@@ -1,0 +1,109 @@
+"""The typed suite config and the YAML presets under ``envs/``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mtrl
+from mtrl.configtools import from_dict, load_yaml, set_dotted
+from mtrl.errors import MtrlError, close_matches
+
+PRESET_DIR = Path(mtrl.__file__).resolve().parents[1] / "envs"
+"""Where suite presets live: ``envs/<name>.yaml`` at the repository root."""
+
+
+@dataclass
+class TaskConfig:
+    """One task of a suite."""
+
+    id: str
+    """Meta-World env name (``reach-v3``), gymnasium id (``Pendulum-v1``) or ``module:Class``."""
+    name: str | None = None
+    """Name shown in logs; defaults to the id (the class name for ``module:Class``)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the env constructor (gym kind only)."""
+
+
+@dataclass
+class SuiteConfig:
+    """A task suite: which tasks, how long an episode lasts, and kind-specific settings."""
+
+    kind: str = "metaworld"
+    """Where the tasks come from: metaworld, gym or cheap."""
+    name: str = ""
+    """Suite name; defaults to the preset's file name."""
+    description: str = ""
+    """One line shown by ``list_suites``."""
+    benchmark: str | None = None
+    """metaworld: MT10, MT25, MT50, or MT1 (each listed task with its own 50 goals)."""
+    tasks: list[TaskConfig | str] = field(default_factory=list)
+    """Tasks in order; a plain string is short for ``{id: <string>}``. metaworld: a subset of the
+    benchmark (empty = all of it); gym: required; cheap: unused."""
+    num_tasks: int | None = None
+    """cheap: how many point-mass tasks (goal directions evenly spread, every other one inverted)."""
+    max_episode_steps: int | None = None
+    """Truncate after this many steps (metaworld 500, cheap 50, gym: the registered limit)."""
+    reward_version: str | None = None
+    """metaworld: v2 (default) or v1."""
+
+    def task_configs(self) -> list[TaskConfig]:
+        """The tasks with plain strings turned into ``TaskConfig``s."""
+        return [TaskConfig(id=t) if isinstance(t, str) else t for t in self.tasks]
+
+
+def list_suites() -> dict[str, str]:
+    """Preset names under ``envs/`` with their one-line descriptions."""
+    suites = {}
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        suites[path.stem] = str(load_yaml(path).get("description", ""))
+    return suites
+
+
+def _resolve_preset(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise MtrlError(f"suite file not found: {path}")
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        names = [p.stem for p in PRESET_DIR.glob("*.yaml")]
+        raise MtrlError(
+            f"unknown suite {name_or_path!r}{close_matches(name_or_path, names)}; "
+            f"presets: {', '.join(sorted(names))} (or give a path to a .yaml file)"
+        )
+    return preset
+
+
+def load_suite_config(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> SuiteConfig:
+    """Read a preset name or YAML path into a ``SuiteConfig``; ``overrides`` keys may be dotted."""
+    path = _resolve_preset(name_or_path)
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    data.setdefault("name", path.stem)
+    try:
+        return from_dict(SuiteConfig, data)
+    except MtrlError as exc:
+        raise MtrlError(f"{path}: {exc}") from exc
+
+
+def reject_fields(cfg: SuiteConfig, *names: str) -> None:
+    """Raise if any of ``names`` is set: those keys mean nothing for ``cfg.kind``."""
+    for name in names:
+        if getattr(cfg, name) not in (None, [], ""):
+            raise MtrlError(f"suite {cfg.name!r}: {name!r} does not apply to kind {cfg.kind!r}")
+
+
+def unique_names(names: list[str], suite: str) -> None:
+    """Raise if two tasks share a name."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise MtrlError(
+                f"suite {suite!r}: task name {name!r} appears twice; give each task a `name:`"
+            )
+        seen.add(name)

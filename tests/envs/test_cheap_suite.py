@@ -1,0 +1,88 @@
+"""The built-in point-mass suite: determinism, solvability, conflict, truncation."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from mtrl.envs import load_suite
+from mtrl.envs.pointmass import ENV_ID, task_params
+
+
+def _rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for action in actions:
+        obs, reward, *_ = env.step(action)
+        out.append(np.append(obs, reward))
+    return out
+
+
+def _controller(obs, params, step_size=0.1, respect_inversion=True):
+    """Steer straight at the (known) goal, flipping the action on inverted tasks."""
+    rad = np.radians(params["goal_angle"])
+    goal = 0.7 * np.array([np.cos(rad), np.sin(rad)])
+    action = np.clip((goal - obs[:2]) / step_size, -1.0, 1.0)
+    return -action if params["inverted"] and respect_inversion else action
+
+
+def test_cheap4_layout():
+    suite = load_suite("cheap4")
+    assert suite.task_names == ["goal000", "goal090-inv", "goal180", "goal270-inv"]
+    assert (suite.obs_dim, suite.act_dim, suite.max_episode_steps) == (6, 2, 50)
+    obs, _ = suite.make_env(2).reset(seed=0)
+    np.testing.assert_array_equal(obs[2:], [0, 0, 1, 0])
+    assert np.all(np.abs(obs[:2]) <= 0.1)
+
+
+def test_deterministic_given_seed():
+    suite = load_suite("cheap4")
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(20, 2)).astype(np.float32)
+    a = _rollout(suite.make_env(1), 3, actions)
+    b = _rollout(pickle.loads(pickle.dumps(suite.env_factory(1)))(), 3, actions)
+    c = _rollout(suite.make_env(1), 4, actions)
+    np.testing.assert_array_equal(np.concatenate(a), np.concatenate(b))
+    assert not np.array_equal(np.concatenate(a), np.concatenate(c))
+    unseeded = [suite.make_env(1).reset()[0] for _ in range(2)]
+    np.testing.assert_array_equal(*unseeded)
+
+
+@pytest.mark.parametrize("respect_inversion", [True, False])
+def test_controller_succeeds_only_if_it_knows_the_task(respect_inversion):
+    suite = load_suite("cheap16")
+    successes = []
+    for task in range(suite.num_tasks):
+        params = task_params(task, suite.num_tasks)
+        env = suite.make_env(task)
+        obs, _ = env.reset(seed=task)
+        reached = False
+        for _ in range(suite.max_episode_steps):
+            obs, reward, terminated, _, info = env.step(
+                _controller(obs, params, respect_inversion=respect_inversion)
+            )
+            reached = reached or bool(info["success"])
+            assert reward <= 0.0 and terminated is False
+        successes.append(reached)
+    if respect_inversion:
+        assert all(successes)
+    else:  # a policy ignoring the task id fails every inverted task: the tasks conflict
+        assert successes == [task % 2 == 0 for task in range(suite.num_tasks)]
+
+
+def test_truncation_at_max_steps():
+    env = load_suite("cheap4").make_env(0)
+    env.reset(seed=0)
+    flags = [env.step(np.zeros(2, dtype=np.float32))[2:4] for _ in range(50)]
+    assert flags[:-1] == [(False, False)] * 49 and flags[-1] == (False, True)
+    env.reset()
+    assert env.step(np.zeros(2, dtype=np.float32))[3] is False
+
+
+def test_registered_with_gymnasium():
+    env = gym.make(ENV_ID, goal_angle=90.0)
+    env.reset(seed=0)
+    assert env.spec.max_episode_steps == 50
+    np.testing.assert_allclose(env.unwrapped.goal, (0.0, 0.7), atol=1e-12)
