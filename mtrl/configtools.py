@@ -24,7 +24,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise MtrlError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise MtrlError(f"{path}: not valid YAML{where} ({problem})") from exc
     if not isinstance(data, dict):
         raise MtrlError(f"{path}: expected a mapping of keys to values at the top level")
     return data

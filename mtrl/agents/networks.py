@@ -1,0 +1,139 @@
+"""Ensembles of MLPs with optional per-task output heads, and the tanh-Gaussian actor."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied at once: [N, in] or [E, N, in] -> [E, N, out]."""
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.matmul(x, self.weight) + self.bias
+
+
+class TaskHeads(nn.Module):
+    """One output layer per task and ensemble member, picked by the one-hot task id.
+
+    Every head is computed and masked by the one-hot (no indexing), which keeps the forward
+    pass vmap-friendly; only the selected head receives gradient.
+    """
+
+    def __init__(self, members: int, tasks: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, tasks, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, tasks, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor, one_hot: Tensor) -> Tensor:
+        out = torch.einsum("eni,etio->ento", x, self.weight) + self.bias
+        return (out * one_hot[None, :, :, None]).sum(dim=2)
+
+
+class EnsembleMLP(nn.Module):
+    """E MLPs with ReLU hidden layers, evaluated together; output [E, N, out].
+
+    :param members: ensemble size E.
+    :param in_features: input size (observation, including the one-hot task id at its end).
+    :param hidden: hidden layer sizes.
+    :param out_features: output size.
+    :param tasks: with ``multihead``, the number of tasks T (the last T inputs are the one-hot).
+    :param multihead: use a separate output layer per task.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        in_features: int,
+        hidden: list[int],
+        out_features: int,
+        tasks: int,
+        multihead: bool = False,
+    ) -> None:
+        super().__init__()
+        sizes = [in_features, *hidden]
+        self.trunk = nn.ModuleList(
+            EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.tasks = tasks
+        self.multihead = multihead
+        if multihead:
+            self.head: nn.Module = TaskHeads(members, tasks, sizes[-1], out_features)
+        else:
+            self.head = EnsembleLinear(members, sizes[-1], out_features)
+
+    def forward(self, x: Tensor, one_hot: Tensor | None = None) -> Tensor:
+        h = x
+        for layer in self.trunk:
+            h = F.relu(layer(h))
+        if self.multihead:
+            return self.head(h, one_hot if one_hot is not None else x[..., -self.tasks :])
+        return self.head(h)
+
+
+class Critic(nn.Module):
+    """An ensemble of Q(s, a) networks: [N, obs] and [N, act] -> Q values [E, N]."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: list[int],
+        tasks: int,
+        members: int = 2,
+        multihead: bool = False,
+    ) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.net = EnsembleMLP(members, obs_dim + act_dim, hidden, 1, tasks, multihead)
+
+    def forward(self, obs: Tensor, action: Tensor) -> Tensor:
+        one_hot = obs[..., -self.tasks :]
+        return self.net(torch.cat([obs, action], dim=-1), one_hot).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """A tanh-squashed Gaussian policy: obs [N, obs] -> mean and log-std [N, act]."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: list[int],
+        tasks: int,
+        log_std_bounds: tuple[float, float] = (-20.0, 2.0),
+        multihead: bool = False,
+    ) -> None:
+        super().__init__()
+        self.act_dim = act_dim
+        self.log_std_bounds = log_std_bounds
+        self.net = EnsembleMLP(1, obs_dim, hidden, 2 * act_dim, tasks, multihead)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(obs)[0]
+        mean, log_std = out.split(self.act_dim, dim=-1)
+        return mean, log_std.clamp(*self.log_std_bounds)
+
+
+def squashed_sample(mean: Tensor, log_std: Tensor) -> tuple[Tensor, Tensor]:
+    """Reparameterised tanh-Gaussian sample and its log-probability [N]."""
+    std = log_std.exp()
+    u = mean + std * torch.randn_like(mean)
+    log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    # log(1 - tanh(u)^2) written stably as 2 (log 2 - u - softplus(-2u))
+    log_prob = log_prob - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
+    return torch.tanh(u), log_prob

@@ -1,0 +1,252 @@
+"""Multi-task SAC whose critic and actor updates go through the gradient surgery module.
+
+For a batch with a task axis [T, B, ...] every loss is a vector of T per-task losses; the
+per-task gradients of the critic and of the actor are combined by the configured aggregator
+(``mean`` is plain MT-SAC on the very same code path), and each task has its own temperature.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from mtrl.agents.config import AgentConfig, SurgeryConfig
+from mtrl.agents.networks import Actor, Critic, squashed_sample
+from mtrl.surgery import (
+    Aggregator,
+    get_aggregator,
+    gradient_diagnostics,
+    per_task_grads,
+    write_grads,
+)
+
+Batch = dict[str, Tensor]
+"""Replay batch: obs, action, reward, next_obs, terminated, each [T, B, ...]."""
+
+
+@torch.no_grad()
+def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source, parameter by parameter."""
+    for p, tp in zip(source.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
+
+
+class MTSAC:
+    """A shared actor and twin critic conditioned on the one-hot task id, one temperature per task.
+
+    :param obs_dim: observation size, including the one-hot task id at its end.
+    :param act_dim: action size (actions in [-1, 1]).
+    :param num_tasks: T.
+    :param config: hyperparameters.
+    :param surgery: the aggregator and the networks it applies to.
+    :param device: where every tensor lives.
+    :param task_names: used in error messages (e.g. which task's loss became NaN).
+    :param seed: seeds the aggregators' random draws.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_tasks: int,
+        config: AgentConfig | None = None,
+        surgery: SurgeryConfig | None = None,
+        device: str | torch.device = "cpu",
+        task_names: list[str] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cfg = config or AgentConfig()
+        self.surgery_cfg = surgery or SurgeryConfig()
+        self.device = torch.device(device)
+        self.num_tasks, self.obs_dim, self.act_dim = num_tasks, obs_dim, act_dim
+        cfg = self.cfg
+        self.actor = Actor(
+            obs_dim,
+            act_dim,
+            cfg.hidden,
+            num_tasks,
+            (cfg.log_std_min, cfg.log_std_max),
+            cfg.multihead,
+        ).to(self.device)
+        self.critic = Critic(
+            obs_dim, act_dim, cfg.hidden, num_tasks, cfg.critics, cfg.multihead
+        ).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.full(
+            (num_tasks,), float(np.log(cfg.init_alpha)), device=self.device, requires_grad=True
+        )
+        self.target_entropy = (
+            float(-act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
+        )
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.aggregators = {
+            net: self._make_aggregator(net, seed + i, task_names)
+            for i, net in enumerate(("critic", "actor"))
+        }
+
+    def _make_aggregator(self, network: str, seed: int, task_names: list[str] | None) -> Aggregator:
+        s = self.surgery_cfg
+        applies = s.networks in ("both", network)
+        name = s.name if applies else "mean"
+        options = dict(s.options) if applies else {}
+        agg = get_aggregator(name, **options)
+        if agg.stochastic and "seed" not in options and "generator" not in options:
+            agg = get_aggregator(name, seed=seed, **options)
+        agg.task_names = task_names
+        return agg
+
+    # ----------------------------------------------------------------------- acting
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | Tensor, deterministic: bool = False) -> np.ndarray:
+        """Actions [T, act] for observations [T, obs]: sampled, or tanh(mean) when deterministic."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        mean, log_std = self.actor(obs_t)
+        action = torch.tanh(mean) if deterministic else squashed_sample(mean, log_std)[0]
+        return action.cpu().numpy()
+
+    # ----------------------------------------------------------------------- per-task losses
+    def _critic_task_loss(self, params: dict[str, Tensor], tb: Batch) -> Tensor:
+        q = functional_call(self.critic, params, (tb["obs"], tb["action"]))  # [E, B]
+        return 0.5 * ((q - tb["target"]) ** 2).mean(dim=-1).sum()
+
+    def _actor_task_loss(self, params: dict[str, Tensor], tb: Batch) -> tuple[Tensor, Tensor]:
+        mean, log_std = functional_call(self.actor, params, (tb["obs"],))
+        action, log_prob = squashed_sample(mean, log_std)
+        q = self.critic(tb["obs"], action).min(dim=0).values
+        return (tb["alpha"] * log_prob - q).mean(), log_prob.mean()
+
+    @torch.no_grad()
+    def critic_targets(self, batch: Batch) -> Tensor:
+        """Bootstrapped soft Q targets [T, B]; truncation bootstraps, termination does not."""
+        T, B = batch["reward"].shape
+        next_obs = batch["next_obs"].reshape(T * B, -1)
+        mean, log_std = self.actor(next_obs)
+        next_action, next_log_prob = squashed_sample(mean, log_std)
+        next_q = self.critic_target(next_obs, next_action).min(dim=0).values.view(T, B)
+        alpha = self.log_alpha.exp()[:, None]
+        soft_q = next_q - alpha * next_log_prob.view(T, B)
+        return batch["reward"] + self.cfg.gamma * (1.0 - batch["terminated"]) * soft_q
+
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        """The per-task losses [T] (critic, actor, alpha) on ``batch``, without updating."""
+        target = self.critic_targets(batch)
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            critic = torch.func.vmap(self._critic_task_loss, in_dims=(None, 0))(
+                dict(self.critic.named_parameters()),
+                {"obs": batch["obs"], "action": batch["action"], "target": target},
+            )
+            actor, log_prob = torch.func.vmap(
+                self._actor_task_loss, in_dims=(None, 0), randomness="different"
+            )(dict(self.actor.named_parameters()), {"obs": batch["obs"], "alpha": alpha})
+        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).detach()
+        return {"critic": critic, "actor": actor, "alpha": alpha_loss}
+
+    # ----------------------------------------------------------------------- the update
+    def _surgery_step(
+        self,
+        network: str,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Any,
+        batch: Batch,
+        has_aux: bool,
+        diagnostics: dict[str, Any] | None,
+    ) -> tuple[Tensor, Any]:
+        params = dict(module.named_parameters())
+        out = per_task_grads(loss_fn, params, batch, has_aux=has_aux, return_losses=True)
+        G, losses = out[0], out[1]
+        aux = out[2] if has_aux else None
+        result = self.aggregators[network].aggregate(G)
+        optimizer.zero_grad(set_to_none=True)
+        write_grads(params, result.direction)
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+        if diagnostics is not None:
+            diagnostics[network] = gradient_diagnostics(G, result)
+        return losses, aux
+
+    def update(self, batch: Batch, diagnostics: bool = False) -> dict[str, Any]:
+        """One gradient step on critic, actor and temperatures; polyak-update the target.
+
+        :param batch: replay batch with a task axis [T, B, ...].
+        :param diagnostics: also return the surgery diagnostics of both networks (costs a
+            T x T Gramian for aggregators that do not form one).
+        :return: per-task losses and temperatures as tensors [T] (no host sync), plus
+            ``diagnostics`` -> {network: GradientDiagnostics} when asked.
+        """
+        diag: dict[str, Any] | None = {} if diagnostics else None
+        target = self.critic_targets(batch)
+        critic_loss, _ = self._surgery_step(
+            "critic",
+            self.critic,
+            self.critic_opt,
+            self._critic_task_loss,
+            {"obs": batch["obs"], "action": batch["action"], "target": target},
+            False,
+            diag,
+        )
+        alpha = self.log_alpha.exp().detach()
+        self.critic.requires_grad_(False)  # the actor loss differentiates through Q, not into it
+        try:
+            actor_loss, log_prob = self._surgery_step(
+                "actor",
+                self.actor,
+                self.actor_opt,
+                self._actor_task_loss,
+                {"obs": batch["obs"], "alpha": alpha},
+                True,
+                diag,
+            )
+        finally:
+            self.critic.requires_grad_(True)
+        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy))
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.sum().backward()  # each temperature only sees its own task's loss
+        self.alpha_opt.step()
+        polyak_update(self.critic, self.critic_target, self.cfg.tau)
+        metrics: dict[str, Any] = {
+            "critic_loss": critic_loss,
+            "actor_loss": actor_loss,
+            "alpha_loss": alpha_loss.detach(),
+            "alpha": alpha,
+            "entropy": -log_prob,
+        }
+        if diag is not None:
+            metrics["diagnostics"] = diag
+        return metrics
+
+    # ----------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, target, temperatures, optimizers and aggregator states."""
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+            "aggregators": {k: a.state_dict() for k, a in self.aggregators.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        for key, agg_state in state["aggregators"].items():
+            self.aggregators[key].load_state_dict(agg_state)

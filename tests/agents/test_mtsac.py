@@ -1,0 +1,169 @@
+"""MT-SAC: per-task loss shapes, the mean path equals a plain SAC update, surgery updates run."""
+
+import copy
+
+import pytest
+import torch
+
+from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
+from mtrl.agents.networks import Actor, squashed_sample
+from mtrl.errors import MtrlError
+
+T, B, OBS, ACT = 10, 32, 39 + 10, 4  # MT10-shaped
+
+
+def mt10_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    eye = torch.eye(T)[:, None, :].expand(T, B, T)
+    obs = torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1)
+    next_obs = torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1)
+    return {
+        "obs": obs,
+        "action": torch.rand(T, B, ACT, generator=gen) * 2 - 1,
+        "reward": torch.randn(T, B, generator=gen),
+        "next_obs": next_obs,
+        "terminated": (torch.rand(T, B, generator=gen) < 0.1).float(),
+        "truncated": torch.zeros(T, B),
+    }
+
+
+def small_agent(name: str = "mean", **options) -> MTSAC:
+    torch.manual_seed(0)
+    cfg = AgentConfig(hidden=[64, 64])
+    return MTSAC(OBS, ACT, T, cfg, SurgeryConfig(name=name, options=options))
+
+
+def test_losses_are_per_task_vectors():
+    losses = small_agent().losses(mt10_batch())
+    assert set(losses) == {"critic", "actor", "alpha"}
+    for value in losses.values():
+        assert value.shape == (T,) and torch.isfinite(value).all()
+    # tasks see different data, so their losses differ
+    assert losses["critic"].std() > 0
+
+
+def _params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_mean_aggregator_equals_plain_mean_loss_sac_update():
+    agent = small_agent("mean")
+    ref = copy.deepcopy(agent)
+    ref.actor_opt = torch.optim.Adam(ref.actor.parameters(), lr=ref.cfg.actor_lr)
+    ref.critic_opt = torch.optim.Adam(ref.critic.parameters(), lr=ref.cfg.critic_lr)
+    ref.alpha_opt = torch.optim.Adam([ref.log_alpha], lr=ref.cfg.alpha_lr)
+    batch = mt10_batch()
+
+    torch.manual_seed(7)
+    agent.update(batch)
+
+    # An ordinary MT-SAC update of the mean loss over all T * B samples, by hand.
+    torch.manual_seed(7)
+    target = ref.critic_targets(batch)
+    q = ref.critic(batch["obs"].reshape(T * B, -1), batch["action"].reshape(T * B, -1))
+    critic_loss = 0.5 * ((q.view(-1, T, B) - target) ** 2).mean(dim=-1).sum(0).mean()
+    ref.critic_opt.zero_grad()
+    critic_loss.backward()
+    ref.critic_opt.step()
+    alpha = ref.log_alpha.exp().detach()
+    mean, log_std = ref.actor(batch["obs"].reshape(T * B, -1))
+    action, log_prob = squashed_sample(mean, log_std)
+    q_pi = ref.critic(batch["obs"].reshape(T * B, -1), action).min(dim=0).values
+    actor_loss = (alpha[:, None] * log_prob.view(T, B) - q_pi.view(T, B)).mean(dim=1).mean()
+    ref.actor_opt.zero_grad()
+    actor_loss.backward()
+    ref.actor_opt.step()
+    alpha_loss = -(ref.log_alpha * (log_prob.view(T, B).mean(1).detach() + ref.target_entropy))
+    ref.alpha_opt.zero_grad()
+    alpha_loss.sum().backward()
+    ref.alpha_opt.step()
+
+    for ours, theirs in zip(agent.critic.parameters(), ref.critic.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    for ours, theirs in zip(agent.actor.parameters(), ref.actor.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(agent.log_alpha, ref.log_alpha)
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "cagrad"])
+def test_surgery_update_on_mt10_batch_changes_both_networks(name):
+    agent = small_agent(name)
+    before_actor, before_critic = _params(agent.actor), _params(agent.critic)
+    target_before = _params(agent.critic_target)
+    metrics = agent.update(mt10_batch(), diagnostics=True)
+    for key in ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy"):
+        assert metrics[key].shape == (T,) and torch.isfinite(metrics[key]).all(), key
+    diag = metrics["diagnostics"]
+    assert set(diag) == {"critic", "actor"}
+    assert diag["critic"].task_norms.shape == (T,)
+    assert 0.0 <= diag["critic"].conflict_fraction <= 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before_actor, agent.actor.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before_critic, agent.critic.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(target_before, agent.critic_target.parameters())
+    )
+    assert all(p.grad is None for p in agent.critic_target.parameters())
+
+
+def test_surgery_networks_option_limits_the_aggregator():
+    agent = MTSAC(OBS, ACT, T, AgentConfig(hidden=[32]), SurgeryConfig("pcgrad", networks="critic"))
+    assert agent.aggregators["critic"].name == "pcgrad"
+    assert agent.aggregators["actor"].name == "mean"
+
+
+def test_each_task_has_its_own_temperature():
+    agent = small_agent()
+    batch = mt10_batch()
+    for _ in range(3):
+        agent.update(batch)
+    assert agent.log_alpha.shape == (T,)
+    assert agent.log_alpha.detach().unique().numel() > 1
+
+
+def test_multihead_selects_the_task_head():
+    torch.manual_seed(0)
+    actor = Actor(OBS, ACT, [32], T, multihead=True)
+    batch = mt10_batch()
+    obs = batch["obs"][3]  # every sample is task 3
+    mean, _ = actor(obs)
+    mean.sum().backward()
+    head_grad = actor.net.head.weight.grad[0]  # [T, in, out]
+    assert head_grad[3].abs().sum() > 0
+    assert head_grad[torch.arange(T) != 3].abs().sum() == 0
+    agent = MTSAC(OBS, ACT, T, AgentConfig(hidden=[32], multihead=True))
+    assert torch.isfinite(agent.update(batch)["critic_loss"]).all()
+
+
+def test_nan_loss_names_the_task():
+    agent = small_agent("pcgrad")
+    batch = mt10_batch()
+    batch["reward"][4, 0] = float("nan")
+    agent.aggregators["critic"].task_names = [f"t{i}" for i in range(T)]
+    with pytest.raises(MtrlError, match="non-finite.*t4"):
+        agent.update(batch)
+
+
+def test_state_dict_roundtrip_gives_identical_updates():
+    a = small_agent("pcgrad")
+    a.update(mt10_batch(1))
+    b = small_agent("pcgrad")
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    torch.manual_seed(3)
+    a.update(mt10_batch(2))
+    torch.manual_seed(3)
+    b.update(mt10_batch(2))
+    for x, y in zip(a.actor.parameters(), b.actor.parameters(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_squashed_sample_log_prob_matches_change_of_variables():
+    torch.manual_seed(0)
+    mean, log_std = torch.randn(1000, 2) * 0.3, torch.full((1000, 2), -0.5)
+    torch.manual_seed(1)
+    action, log_prob = squashed_sample(mean, log_std)
+    torch.manual_seed(1)
+    u = mean + log_std.exp() * torch.randn_like(mean)
+    normal = torch.distributions.Normal(mean, log_std.exp())
+    expected = (normal.log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
+    assert action.abs().max() < 1
