@@ -59,7 +59,7 @@ def test_bad_overrides_are_one_line_errors(override, message):
 
 def test_missing_experiment_lists_presets():
     with pytest.raises(
-        MtrlError, match="unknown experiment 'quickstrat'.*did you mean: quickstart"
+        MtrlError, match=r"unknown experiment 'quickstrat'.*did you mean: quickstart"
     ):
         resolve_config("quickstrat")
     with pytest.raises(MtrlError, match="experiment file not found"):

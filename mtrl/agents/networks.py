@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -67,7 +68,7 @@ class EnsembleMLP(nn.Module):
         super().__init__()
         sizes = [in_features, *hidden]
         self.trunk = nn.ModuleList(
-            EnsembleLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            EnsembleLinear(members, a, b) for a, b in itertools.pairwise(sizes)
         )
         self.tasks = tasks
         self.multihead = multihead

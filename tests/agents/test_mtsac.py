@@ -97,10 +97,15 @@ def test_surgery_update_on_mt10_batch_changes_both_networks(name):
     assert set(diag) == {"critic", "actor"}
     assert diag["critic"].task_norms.shape == (T,)
     assert 0.0 <= diag["critic"].conflict_fraction <= 1.0
-    assert any(not torch.equal(a, b) for a, b in zip(before_actor, agent.actor.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(before_critic, agent.critic.parameters()))
     assert any(
-        not torch.equal(a, b) for a, b in zip(target_before, agent.critic_target.parameters())
+        not torch.equal(a, b) for a, b in zip(before_actor, agent.actor.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before_critic, agent.critic.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(target_before, agent.critic_target.parameters(), strict=True)
     )
     assert all(p.grad is None for p in agent.critic_target.parameters())
 
@@ -139,7 +144,7 @@ def test_nan_loss_names_the_task():
     batch = mt10_batch()
     batch["reward"][4, 0] = float("nan")
     agent.aggregators["critic"].task_names = [f"t{i}" for i in range(T)]
-    with pytest.raises(MtrlError, match="non-finite.*t4"):
+    with pytest.raises(MtrlError, match=r"non-finite.*t4"):
         agent.update(batch)
 
 
