@@ -1,0 +1,346 @@
+"""``Rollout``: the T task envs of a suite, sharded over worker processes.
+
+Each of N workers owns a contiguous shard of the tasks (one env per task) and steps it in
+lockstep with the others. Actions and results travel through :class:`SharedArrays`; per
+step the parent only writes one byte to each worker's pipe and waits for one byte back
+(``multiprocessing.connection.wait`` on the pipes and the process sentinels, with a
+timeout, so a dead or stuck worker is an error, never a hang). ``num_workers=0`` runs the
+same :class:`Shard` code in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mtrl.errors import MtrlError
+from mtrl.rollout import worker as protocol
+from mtrl.rollout.buffers import SharedArrays
+from mtrl.rollout.shard import EnvFault, Shard
+from mtrl.rollout.sharding import estimated_costs, shard_bounds
+
+if TYPE_CHECKING:
+    from mtrl.envs import TaskSuite
+
+
+class RolloutError(MtrlError):
+    """An env raised in a rollout, or a worker process died or stopped answering."""
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """A finished episode: ``success`` is true if the success flag was set at any step."""
+
+    task: int
+    task_name: str
+    episode_return: float
+    length: int
+    success: bool
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one vector step; arrays have the task axis first and are copies.
+
+    ``next_obs`` is the true next observation (the final one where an episode ended: what
+    the replay buffer stores); ``obs`` is the observation to act on next (the reset
+    observation where an episode ended, else equal to ``next_obs``).
+    """
+
+    next_obs: np.ndarray  # [T, obs_dim] float32
+    obs: np.ndarray  # [T, obs_dim] float32
+    reward: np.ndarray  # [T] float32
+    terminated: np.ndarray  # [T] bool
+    truncated: np.ndarray  # [T] bool
+    success: np.ndarray  # [T] bool
+    episodes: list[EpisodeStats]
+
+
+def task_seed(seed: int, task: int) -> int:
+    """Seed of task ``task``'s first reset: ``SeedSequence(seed).spawn(T)[task]`` as a uint32.
+
+    It depends only on the run seed and the task index, not on the number of workers.
+    """
+    sequence = np.random.SeedSequence(seed, spawn_key=(task,))
+    return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: Any  # multiprocessing process (context-specific class)
+    conn: Connection
+    tasks: list[str]
+
+    def describe(self) -> str:
+        return f"rollout worker {self.index} (tasks {', '.join(self.tasks)})"
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while starting workers, so they inherit SIG_IGN from birth."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _shutdown(workers: list[_Worker], shards: list[Shard], grace: float = 2.0) -> None:
+    """Stop every worker (ask, then terminate, then kill) and close in-process envs."""
+    for shard in shards:
+        shard.close()
+    shards.clear()
+    for w in workers:
+        with contextlib.suppress(OSError):
+            w.conn.send_bytes(protocol.QUIT)
+    deadline = time.monotonic() + grace
+    for w in workers:
+        w.process.join(max(0.0, deadline - time.monotonic()))
+    for stop in ("terminate", "kill"):
+        alive = [w for w in workers if w.process.is_alive()]
+        for w in alive:
+            getattr(w.process, stop)()
+        for w in alive:
+            w.process.join(1.0)
+    for w in workers:
+        w.conn.close()
+        with contextlib.suppress(ValueError):  # still alive after kill: leave it to the OS
+            w.process.close()
+    workers.clear()
+
+
+class Rollout:
+    """Step all T task envs of a suite with N worker processes (0: in-process).
+
+    :param suite: the task suite (``env_factory(i)`` builds task i's env in any process).
+    :param num_workers: worker processes; 0 steps in this process; capped at T.
+    :param seed: run seed; task i's env is first reset with ``task_seed(seed, i)``.
+    :param task_costs: relative step cost per task, used to cut contiguous shards of equal
+        cost; default: ``estimated_costs(task_names)`` (a Meta-World table, else equal).
+        Measured costs of a previous run are :meth:`step_seconds`.
+    :param start_method: multiprocessing start method ("spawn" by default; "forkserver"
+        also works; "fork" is unsafe once torch is imported).
+    :param timeout: seconds a worker may take to answer a step or reset.
+    :param start_timeout: seconds a worker may take to build its envs.
+    :raises RolloutError: if an env raises, or a worker dies or stops answering; the
+        rollout is then closed.
+    """
+
+    def __init__(
+        self,
+        suite: TaskSuite,
+        num_workers: int = 0,
+        seed: int = 0,
+        *,
+        task_costs: Sequence[float] | None = None,
+        start_method: str = "spawn",
+        timeout: float = 120.0,
+        start_timeout: float = 600.0,
+    ) -> None:
+        if num_workers < 0:
+            raise MtrlError(f"num_workers must be >= 0, got {num_workers}")
+        self.num_tasks = int(suite.num_tasks)
+        self.task_names = list(suite.task_names)
+        self.obs_dim = int(suite.obs_dim)
+        self.act_dim = int(suite.act_dim)
+        self.num_workers = min(num_workers, self.num_tasks)
+        self.seed = seed
+        self.timeout = timeout
+        self._arrays = SharedArrays(
+            self.num_tasks, self.obs_dim, self.act_dim, shared=self.num_workers > 0
+        )
+        self._workers: list[_Worker] = []
+        self._shards: list[Shard] = []
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._shards)
+        self._was_reset = False
+        seeds = [task_seed(seed, i) for i in range(self.num_tasks)]
+        factories = [suite.env_factory(i) for i in range(self.num_tasks)]
+        if self.num_workers == 0:
+            self.shards = [(0, self.num_tasks)]
+            with self._guard():
+                self._shards.append(Shard(factories, 0, seeds, self._arrays))
+            return
+        costs = estimated_costs(self.task_names) if task_costs is None else list(task_costs)
+        if len(costs) != self.num_tasks:
+            raise MtrlError(f"task_costs has {len(costs)} values for {self.num_tasks} tasks")
+        self.shards = shard_bounds(costs, self.num_workers)
+        ctx = multiprocessing.get_context(start_method)
+        with self._guard(), _sigint_ignored():
+            for k, (a, b) in enumerate(self.shards):
+                parent_conn, child_conn = ctx.Pipe(duplex=True)
+                process = ctx.Process(
+                    target=protocol.worker_main,
+                    args=(child_conn, factories[a:b], a, seeds[a:b], self._arrays),
+                    name=f"mtrl-rollout-{k}",
+                    daemon=True,
+                )
+                try:
+                    process.start()
+                except BaseException:
+                    parent_conn.close()
+                    raise
+                finally:
+                    child_conn.close()  # the worker holds its own copy
+                self._workers.append(_Worker(k, process, parent_conn, self.task_names[a:b]))
+        with self._guard():
+            self._gather("start-up", start_timeout)
+
+    # -- public API -------------------------------------------------------------------
+
+    def reset(self) -> np.ndarray:
+        """Reset every env (seeded on the first reset) and return obs ``[T, obs_dim]``."""
+        self._command(protocol.RESET, "reset")
+        self._was_reset = True
+        return self._arrays.obs.copy()
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every env with its row of ``actions`` ``[T, act_dim]``; autoreset in place."""
+        if not self._was_reset and not self.closed:
+            raise RolloutError("call reset() before step()")
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != (self.num_tasks, self.act_dim):
+            raise ValueError(
+                f"actions must have shape {(self.num_tasks, self.act_dim)}, got {actions.shape}"
+            )
+        self._arrays.actions[...] = actions
+        self._command(protocol.STEP, "step")
+        a = self._arrays
+        ended = np.flatnonzero(a.terminated | a.truncated)
+        episodes = [
+            EpisodeStats(
+                task=int(i),
+                task_name=self.task_names[i],
+                episode_return=float(a.episode_return[i]),
+                length=int(a.episode_length[i]),
+                success=bool(a.episode_success[i]),
+            )
+            for i in ended
+        ]
+        return StepResult(
+            next_obs=a.next_obs.copy(),
+            obs=a.obs.copy(),
+            reward=a.reward.copy(),
+            terminated=a.terminated.copy(),
+            truncated=a.truncated.copy(),
+            success=a.success.copy(),
+            episodes=episodes,
+        )
+
+    def step_seconds(self) -> np.ndarray:
+        """Mean seconds per ``env.step`` of each task so far (``[T]``; NaN before a step)."""
+        a = self._arrays
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return a.step_time / a.step_count
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (explicitly, after an error, or at garbage collection)."""
+        return not self._finalizer.alive
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers (empty in-process or once closed)."""
+        return [w.process.pid for w in self._workers]
+
+    def close(self) -> None:
+        """Stop the workers and close the envs; safe to call more than once."""
+        self._finalizer()
+
+    def __enter__(self) -> Rollout:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Close the rollout on any error (including Ctrl-C); env faults -> RolloutError."""
+        try:
+            yield
+        except EnvFault as fault:
+            self.close()
+            raise RolloutError(self._fault_message(fault, "in-process")) from fault
+        except BaseException:
+            self.close()
+            raise
+
+    def _command(self, command: bytes, what: str) -> None:
+        if self.closed:
+            raise RolloutError("the rollout is closed")
+        with self._guard():
+            for shard in self._shards:
+                if command == protocol.STEP:
+                    shard.step()
+                else:
+                    shard.reset()
+            for w in self._workers:
+                # A dead worker's pipe is broken: _gather reports it with its exit status.
+                with contextlib.suppress(OSError):
+                    w.conn.send_bytes(command)
+            if self._workers:
+                self._gather(what, self.timeout)
+
+    def _gather(self, what: str, timeout: float) -> None:
+        """Wait for every worker's ``OK``; raise RolloutError on a fault, death or timeout."""
+        deadline = time.monotonic() + timeout
+        pending = {w.conn: w for w in self._workers}
+        sentinels = {w.process.sentinel: w for w in self._workers}
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                w = next(iter(pending.values()))
+                raise RolloutError(f"{w.describe()} did not answer within {timeout:g} s ({what})")
+            waitables = [*pending, *(w.process.sentinel for w in pending.values())]
+            for ready in wait(waitables, remaining):
+                w = pending.get(ready) or sentinels[ready]
+                if w.conn not in pending:
+                    continue  # its reply was already handled in this round
+                if ready is w.process.sentinel and w.conn.poll():
+                    continue  # it left a reply (or EOF) on its pipe: read that first
+                try:
+                    reply = w.conn.recv_bytes() if ready is w.conn else None
+                except (EOFError, OSError):
+                    reply = None
+                if reply is None:
+                    raise RolloutError(
+                        f"{w.describe()} died during {what}{self._exit(w)}; "
+                        "its stderr, if any, is above"
+                    )
+                if reply.startswith(protocol.FAULT):
+                    fault = protocol.decode_fault(reply)
+                    raise RolloutError(self._fault_message(fault, f"worker {w.index}"))
+                del pending[w.conn]
+
+    def _fault_message(self, fault: EnvFault, where: str) -> str:
+        name = self.task_names[fault.task]
+        return (
+            f"env of task {name!r} (task {fault.task}, {where}) raised during "
+            f"{fault.phase}: {fault.message}"
+        )
+
+    @staticmethod
+    def _exit(w: _Worker) -> str:
+        w.process.join(1.0)
+        code = w.process.exitcode
+        if code is None:
+            return ""
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f" (killed by {signal.Signals(-code).name})"
+        return f" (exit code {code})"

@@ -1,0 +1,133 @@
+"""A shard: the envs of a contiguous range of tasks, stepped in lockstep.
+
+Used as is for ``num_workers=0`` and inside each worker process, so both give identical
+results. Reads actions from and writes results into :class:`SharedArrays`. Must not import
+torch (workers import it at start-up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+from mtrl.rollout.buffers import SharedArrays
+
+
+class EnvFault(Exception):
+    """An env raised; carries the task index, the phase and the one-line message."""
+
+    def __init__(self, task: int, phase: str, message: str) -> None:
+        super().__init__(task, phase, message)
+        self.task = task
+        self.phase = phase
+        self.message = message
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message`` of an exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class Shard:
+    """Envs of tasks ``start .. start + len(factories) - 1`` writing into ``arrays``.
+
+    :param factories: zero-arg callables building each task's env.
+    :param start: index of the first task of the shard on the task axis.
+    :param seeds: seed of each env's first reset.
+    :param arrays: the shared arrays (all T tasks; the shard touches only its rows).
+    :raises EnvFault: if building an env raises.
+    """
+
+    def __init__(
+        self,
+        factories: Sequence[Callable[[], Any]],
+        start: int,
+        seeds: Sequence[int],
+        arrays: SharedArrays,
+    ) -> None:
+        self.start = start
+        self.stop = start + len(factories)
+        self.arrays = arrays
+        self._seeds: list[int | None] = list(seeds)
+        self.envs: list[Any] = []
+        for j, factory in enumerate(factories):
+            try:
+                self.envs.append(factory())
+            except Exception as exc:
+                self.close()
+                raise EnvFault(start + j, "construction", one_line(exc)) from exc
+        n = len(self.envs)
+        self._returns = [0.0] * n
+        self._lengths = [0] * n
+        self._successes = [False] * n
+
+    def reset(self) -> None:
+        """Reset every env (seeded on the first reset only) and write ``obs``."""
+        a = self.arrays
+        for j, env in enumerate(self.envs):
+            try:
+                obs, _ = env.reset(seed=self._seeds[j])
+            except Exception as exc:
+                raise EnvFault(self.start + j, "reset", one_line(exc)) from exc
+            self._seeds[j] = None
+            a.obs[self.start + j] = obs
+        n = len(self.envs)
+        self._returns = [0.0] * n
+        self._lengths = [0] * n
+        self._successes = [False] * n
+
+    def step(self) -> None:
+        """Step every env with its row of ``actions``; reset finished envs in the same step."""
+        a = self.arrays
+        rows = slice(self.start, self.stop)
+        actions = a.actions[rows].copy()  # envs must not hold views the parent overwrites
+        n = len(self.envs)
+        rewards = np.empty(n, dtype=np.float32)
+        terms = [False] * n
+        truncs = [False] * n
+        succs = [False] * n
+        returns, lengths, successes = self._returns, self._lengths, self._successes
+        times = np.empty(n)
+        for j, env in enumerate(self.envs):
+            i = self.start + j
+            start = perf_counter()
+            try:
+                obs, reward, term, trunc, info = env.step(actions[j])
+            except Exception as exc:
+                raise EnvFault(i, "step", one_line(exc)) from exc
+            times[j] = perf_counter() - start
+            rewards[j] = reward
+            success = bool(info.get("success", False))
+            terms[j], truncs[j], succs[j] = bool(term), bool(trunc), success
+            returns[j] += float(rewards[j])
+            lengths[j] += 1
+            successes[j] = successes[j] or success
+            a.next_obs[i] = obs
+            if term or trunc:
+                a.episode_return[i] = returns[j]
+                a.episode_length[i] = lengths[j]
+                a.episode_success[i] = successes[j]
+                returns[j], lengths[j], successes[j] = 0.0, 0, False
+                try:
+                    obs, _ = env.reset()
+                except Exception as exc:
+                    raise EnvFault(i, "reset", one_line(exc)) from exc
+            a.obs[i] = obs
+        a.reward[rows] = rewards
+        a.terminated[rows] = terms
+        a.truncated[rows] = truncs
+        a.success[rows] = succs
+        a.step_time[rows] += times
+        a.step_count[rows] += 1
+
+    def close(self) -> None:
+        """Close every env, ignoring errors (used on shutdown)."""
+        for env in self.envs:
+            with contextlib.suppress(Exception):
+                env.close()
+        self.envs = []

@@ -1,0 +1,74 @@
+"""The rollout worker process: owns a :class:`Shard` and serves one-byte commands.
+
+Protocol on the worker's pipe (bytes only, never pickled per step):
+parent -> worker ``STEP`` / ``RESET`` / ``QUIT``; worker -> parent ``OK`` after building its
+envs and after each command, or ``FAULT`` + JSON ``[task, phase, message]`` when an env
+raised. The data itself lives in the shared arrays. Must not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mtrl.rollout.buffers import SharedArrays
+from mtrl.rollout.shard import EnvFault, Shard
+
+STEP = b"s"
+RESET = b"r"
+QUIT = b"q"
+OK = b"k"
+FAULT = b"E"
+
+
+def encode_fault(fault: EnvFault) -> bytes:
+    """The ``FAULT`` reply for an env fault."""
+    return FAULT + json.dumps([fault.task, fault.phase, fault.message]).encode()
+
+
+def decode_fault(reply: bytes) -> EnvFault:
+    """Inverse of :func:`encode_fault`."""
+    task, phase, message = json.loads(reply[len(FAULT) :].decode())
+    return EnvFault(task, phase, message)
+
+
+def worker_main(
+    conn: Connection,
+    factories: Sequence[Callable[[], Any]],
+    start: int,
+    seeds: Sequence[int],
+    arrays: SharedArrays,
+) -> None:
+    """Build the shard's envs, then serve commands until ``QUIT`` or the parent goes away."""
+    # The parent owns shutdown: a Ctrl-C in the terminal reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    shard: Shard | None = None
+    try:
+        try:
+            shard = Shard(factories, start, seeds, arrays)
+        except EnvFault as fault:
+            conn.send_bytes(encode_fault(fault))
+            return
+        conn.send_bytes(OK)
+        while True:
+            command = conn.recv_bytes()
+            if command == QUIT:
+                return
+            try:
+                if command == STEP:
+                    shard.step()
+                elif command == RESET:
+                    shard.reset()
+            except EnvFault as fault:
+                conn.send_bytes(encode_fault(fault))
+                return
+            conn.send_bytes(OK)
+    except (EOFError, OSError):
+        return  # the parent closed the pipe or died: exit quietly
+    finally:
+        if shard is not None:
+            shard.close()
+        conn.close()

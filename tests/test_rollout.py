@@ -1,0 +1,358 @@
+"""Tests of the sharded rollout workers on the real suites (Meta-World MT10, the cheap suite)."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtrl.envs import TaskSuite, load_suite
+from mtrl.errors import MtrlError
+from mtrl.rollout import (
+    Rollout,
+    RolloutError,
+    StepResult,
+    estimated_costs,
+    shard_bounds,
+    task_seed,
+)
+from mtrl.rollout.sharding import META_WORLD_STEP_MS
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+EPISODE = 5  # steps per episode in the short cheap suite
+
+
+def alive(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def assert_no_workers(pids: list[int]) -> None:
+    assert pids, "expected worker pids to check"
+    assert [pid for pid in pids if alive(pid)] == []
+    assert [p for p in multiprocessing.active_children() if p.pid in pids] == []
+
+
+def random_actions(rng: np.random.Generator, suite: TaskSuite) -> np.ndarray:
+    return rng.uniform(-1, 1, (suite.num_tasks, suite.act_dim)).astype(np.float32)
+
+
+def trajectory(suite: TaskSuite, num_workers: int, seed: int, steps: int) -> list[np.ndarray]:
+    """Every array a rollout returns over ``steps`` steps of fixed random actions."""
+    rng = np.random.default_rng(123)
+    with Rollout(suite, num_workers=num_workers, seed=seed) as rollout:
+        arrays = [rollout.reset()]
+        for _ in range(steps):
+            r = rollout.step(random_actions(rng, suite))
+            arrays += [r.next_obs, r.obs, r.reward, r.terminated, r.truncated, r.success]
+            arrays.append(np.array([(e.task, e.episode_return, e.length) for e in r.episodes]))
+    return arrays
+
+
+def faulty_suite(**fault: int) -> TaskSuite:
+    """Pendulum tasks plus, at index 2, a ``FaultyEnv`` raising as ``fault`` says."""
+    if str(TESTS_DIR) not in sys.path:  # pytest's default import mode puts it there already
+        sys.path.insert(0, str(TESTS_DIR))
+    tasks = [
+        {"id": "Pendulum-v1", "name": "pend-a"},
+        {"id": "Pendulum-v1", "name": "pend-b"},
+        {"id": "rollout_faulty_env:FaultyEnv", "name": "faulty", "kwargs": fault},
+        {"id": "Pendulum-v1", "name": "pend-c"},
+    ]
+    return load_suite("classic-control", overrides={"tasks": tasks, "max_episode_steps": 3})
+
+
+@pytest.fixture(scope="module")
+def mt10() -> TaskSuite:
+    return load_suite("mt10", seed=0)
+
+
+@pytest.fixture(scope="module")
+def cheap() -> TaskSuite:
+    return load_suite("cheap4", overrides={"max_episode_steps": EPISODE}, seed=0)
+
+
+def test_mt10_shapes_and_n0_equals_n2(mt10: TaskSuite) -> None:
+    T, obs_dim = mt10.num_tasks, mt10.obs_dim
+    results = {}
+    for n in (0, 2):
+        rng = np.random.default_rng(0)
+        with Rollout(mt10, num_workers=n, seed=0) as rollout:
+            assert rollout.num_workers == n
+            obs = rollout.reset()
+            assert obs.shape == (T, obs_dim) and obs.dtype == np.float32
+            np.testing.assert_array_equal(obs[:, -T:], np.eye(T, dtype=np.float32))
+            steps = [rollout.step(random_actions(rng, mt10)) for _ in range(3)]
+            seconds = rollout.step_seconds()
+            assert seconds.shape == (T,) and np.all(seconds > 0)
+            if n == 2:  # cut by the Meta-World cost table: reach, push, pick-place are slow
+                assert rollout.shards == [(0, 3), (3, 10)]
+        r = steps[-1]
+        assert isinstance(r, StepResult)
+        for name in ("next_obs", "obs"):
+            assert getattr(r, name).shape == (T, obs_dim)
+            assert getattr(r, name).dtype == np.float32
+        assert r.reward.shape == (T,) and r.reward.dtype == np.float32
+        for name in ("terminated", "truncated", "success"):
+            assert getattr(r, name).shape == (T,) and getattr(r, name).dtype == np.bool_
+        assert r.episodes == []
+        np.testing.assert_array_equal(r.obs, r.next_obs)  # no episode ended yet
+        assert not np.array_equal(steps[0].next_obs, steps[-1].next_obs)
+        results[n] = [obs] + [s.next_obs for s in steps] + [s.reward for s in steps]
+    for a, b in zip(results[0], results[2], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_autoreset_keeps_final_obs_and_episode_stats(cheap: TaskSuite, num_workers: int) -> None:
+    """Replay each task with its own env and compare every step, across two episode ends."""
+    seed, steps = 7, 2 * EPISODE + 2
+    rng = np.random.default_rng(1)
+    actions = [random_actions(rng, cheap) for _ in range(steps)]
+    with Rollout(cheap, num_workers=num_workers, seed=seed) as rollout:
+        first = rollout.reset()
+        results = [rollout.step(a) for a in actions]
+    for i in range(cheap.num_tasks):
+        env = cheap.make_env(i)
+        obs, _ = env.reset(seed=task_seed(seed, i))
+        np.testing.assert_array_equal(first[i], obs)
+        rewards: list[float] = []
+        for t, r in enumerate(results):
+            obs, reward, terminated, truncated, info = env.step(actions[t][i])
+            rewards.append(float(np.float32(reward)))
+            np.testing.assert_array_equal(r.next_obs[i], obs)
+            assert r.reward[i] == np.float32(reward)
+            assert (r.terminated[i], r.truncated[i], r.success[i]) == (
+                terminated,
+                truncated,
+                info["success"],
+            )
+            ended = [e for e in r.episodes if e.task == i]
+            if (t + 1) % EPISODE == 0:
+                assert truncated
+                assert not np.array_equal(r.obs[i], r.next_obs[i])
+                obs, _ = env.reset()
+                (episode,) = ended
+                assert episode.task_name == cheap.task_names[i]
+                assert episode.length == EPISODE
+                assert episode.episode_return == pytest.approx(sum(rewards), rel=1e-9)
+                rewards = []
+            else:
+                assert ended == []
+            np.testing.assert_array_equal(r.obs[i], obs)
+        env.close()
+
+
+def test_seeding_repeats_and_does_not_depend_on_workers(cheap: TaskSuite) -> None:
+    steps = EPISODE + 2
+    base = trajectory(cheap, 0, seed=3, steps=steps)
+    for other in (trajectory(cheap, 0, 3, steps), trajectory(cheap, 2, 3, steps)):
+        assert len(other) == len(base)
+        for a, b in zip(base, other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    different = trajectory(cheap, 0, seed=4, steps=steps)
+    assert not np.array_equal(base[0], different[0])
+
+
+def test_shard_bounds_are_contiguous_and_balanced() -> None:
+    assert shard_bounds([1.0] * 10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert shard_bounds([1.0] * 4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert shard_bounds([5.0, 1.0, 1.0, 1.0, 1.0, 1.0], 2) == [(0, 1), (1, 6)]
+    costs = list(META_WORLD_STEP_MS.values())  # MT50, in Meta-World's order
+    for n in range(1, 9):
+        bounds = shard_bounds(costs, n)
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(costs)
+        assert all(a < b for a, b in bounds)  # non-empty
+        assert all(b == c for (_, b), (c, _) in itertools.pairwise(bounds))  # contiguous
+        loads = [sum(costs[a:b]) for a, b in bounds]
+        assert max(loads) <= sum(costs) / n + max(costs)  # within one task of perfect
+    even_split = max(sum(costs[:25]), sum(costs[25:]))
+    assert max(sum(costs[a:b]) for a, b in shard_bounds(costs, 2)) < 0.85 * even_split
+    with pytest.raises(ValueError):
+        shard_bounds([1.0, 1.0], 3)
+
+
+def test_estimated_costs_and_override(cheap: TaskSuite) -> None:
+    assert estimated_costs(["goal0", "goal1"]) == [1.0, 1.0]
+    assert estimated_costs(["push-v3", "mystery"]) == [0.66, 0.66]
+    with Rollout(cheap, num_workers=2, task_costs=[1.0, 1.0, 1.0, 10.0]) as rollout:
+        assert rollout.shards == [(0, 3), (3, 4)]
+        assert len(rollout.pids) == 2
+    with pytest.raises(MtrlError, match="task_costs"):
+        Rollout(cheap, num_workers=2, task_costs=[1.0])
+
+
+def test_task_seed_depends_on_seed_and_task_only() -> None:
+    seeds = {task_seed(s, i) for s in range(3) for i in range(50)}
+    assert len(seeds) == 150
+    assert task_seed(5, 2) == task_seed(5, 2)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(
+    ("fault", "phase", "text"),
+    [
+        ({"fail_step": 2}, "step", "RuntimeError: step 2 went wrong"),
+        ({"fail_reset": 2}, "reset", "ValueError: reset 2 went wrong"),
+    ],
+)
+def test_env_fault_names_task_and_worker(
+    num_workers: int, fault: dict[str, int], phase: str, text: str
+) -> None:
+    suite = faulty_suite(**fault)  # episodes of 3 steps: the second reset is an autoreset
+    rollout = Rollout(suite, num_workers=num_workers, seed=0)
+    pids = rollout.pids
+    rollout.reset()
+    with pytest.raises(RolloutError) as info:
+        for _ in range(5):
+            rollout.step(np.zeros((4, 1), np.float32))
+    message = str(info.value)
+    assert isinstance(info.value, MtrlError)
+    assert "'faulty'" in message and f"during {phase}" in message and text in message
+    assert "second line" not in message
+    assert ("worker 1" if num_workers else "in-process") in message
+    assert rollout.closed
+    with pytest.raises(RolloutError, match="closed"):
+        rollout.step(np.zeros((4, 1), np.float32))
+    if num_workers:
+        assert_no_workers(pids)
+
+
+def test_env_construction_fault_in_worker() -> None:
+    suite = faulty_suite(only_in_pid=os.getpid())
+    with pytest.raises(RolloutError) as info:
+        Rollout(suite, num_workers=2, seed=0)
+    message = str(info.value)
+    assert "'faulty'" in message and "worker 1" in message and "during construction" in message
+    assert "OSError: cannot build in process" in message
+    assert [p for p in multiprocessing.active_children() if p.name.startswith("mtrl-")] == []
+
+
+def test_killed_worker_is_an_error_within_seconds(cheap: TaskSuite) -> None:
+    rollout = Rollout(cheap, num_workers=2, seed=0)
+    pids = rollout.pids
+    rollout.reset()
+    os.kill(pids[1], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(pids[1]) and time.monotonic() < deadline:  # dead before the step writes to it
+        time.sleep(0.01)
+    start = time.monotonic()
+    with pytest.raises(RolloutError) as info:
+        for _ in range(100):
+            rollout.step(np.zeros((cheap.num_tasks, cheap.act_dim), np.float32))
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert "worker 1" in message and "SIGKILL" in message
+    assert all(name in message for name in cheap.task_names[2:])
+    assert rollout.closed
+    assert_no_workers(pids)
+
+
+def test_worker_exiting_mid_step_is_an_error() -> None:
+    rollout = Rollout(faulty_suite(exit_step=2), num_workers=2, seed=0)
+    pids = rollout.pids
+    rollout.reset()
+    with pytest.raises(RolloutError, match=r"worker 1 \(tasks faulty, pend-c\) died during step"):
+        for _ in range(3):
+            rollout.step(np.zeros((4, 1), np.float32))
+    assert rollout.closed
+    assert_no_workers(pids)
+
+
+def test_close_and_garbage_collection_leave_no_workers(cheap: TaskSuite) -> None:
+    rollout = Rollout(cheap, num_workers=2, seed=0)
+    pids = rollout.pids
+    rollout.reset()
+    rollout.close()
+    rollout.close()  # idempotent
+    assert_no_workers(pids)
+    rollout = Rollout(cheap, num_workers=2, seed=0)
+    pids = rollout.pids
+    del rollout
+    gc.collect()
+    assert_no_workers(pids)
+
+
+def test_bad_calls_are_clear_errors(cheap: TaskSuite) -> None:
+    with Rollout(cheap, num_workers=0) as rollout:
+        with pytest.raises(RolloutError, match="reset"):
+            rollout.step(np.zeros((cheap.num_tasks, cheap.act_dim)))
+        rollout.reset()
+        with pytest.raises(ValueError, match="shape"):
+            rollout.step(np.zeros((cheap.num_tasks + 1, cheap.act_dim)))
+    with pytest.raises(MtrlError):
+        Rollout(cheap, num_workers=-1)
+
+
+SCRIPT = """
+import sys
+import numpy as np
+from mtrl.envs import load_suite
+from mtrl.rollout import Rollout
+suite = load_suite("cheap4")
+rollout = Rollout(suite, num_workers=2, seed=0)
+rollout.reset()
+print(*rollout.pids, flush=True)
+while sys.argv[1] == "loop":
+    rollout.step(np.zeros((suite.num_tasks, suite.act_dim), np.float32))
+"""
+
+
+@pytest.mark.parametrize("ending", ["ctrl-c", "exit-without-close"])
+def test_process_end_leaves_no_orphans(ending: str) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or a plain exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, "loop" if ending == "ctrl-c" else "exit"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2, proc.stderr.read() if proc.stderr else ""
+        if ending == "ctrl-c":
+            time.sleep(0.3)  # let it step for a while
+            os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if ending == "ctrl-c":
+        assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
+    else:
+        assert proc.returncode == 0, stderr
+    # Only the parent's KeyboardInterrupt: workers ignore SIGINT and exit quietly.
+    assert stderr.count("Traceback") == (1 if ending == "ctrl-c" else 0), stderr
+    time.sleep(0.2)
+    assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_worker_module_does_not_import_torch() -> None:
+    code = "import sys, mtrl.rollout.worker; print('torch' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
