@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 STAMP  := $(VENV)/.setup-stamp
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run toy test lint format bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The quick-start experiment: MT-SAC + PCGrad on the cheap 4-task suite, a few minutes on a CPU.
 run: setup
+	$(VENV)/bin/mtrl train quickstart
+
+# The two-objective toy problem of the CAGrad paper, every aggregator, saved to runs/toy/toy.png.
+toy: setup
 	$(PY) -m mtrl.surgery.toy --out runs/toy
 
 test: setup lint
@@ -34,6 +39,7 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/surgery.py
+	$(PY) benchmarks/rollout.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -79,6 +79,15 @@ class PointMassEnv(gym.Env):
         dist = self._distance()
         return self._obs(), -dist, False, False, {"success": dist < self._success_radius}
 
+    def get_state(self) -> dict[str, Any]:
+        """Position and RNG state: all a checkpoint needs to continue this env exactly."""
+        return {"xy": (self._x, self._y), "rng": self.np_random.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned."""
+        self._x, self._y = (float(v) for v in state["xy"])
+        self.np_random.bit_generator.state = state["rng"]
+
 
 def make_pointmass(**kwargs: Any) -> gym.Env:
     """Build a ``PointMassEnv`` directly (no gymnasium checker layers: this is the fast path)."""

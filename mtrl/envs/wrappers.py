@@ -87,6 +87,29 @@ class TaskEnvWrapper(gym.Wrapper):
         info.setdefault("success", False)
         return self._observation(obs), info
 
+    def get_state(self) -> dict[str, Any] | None:
+        """The env's full state for a checkpoint, or None if the task env cannot provide it.
+
+        A task env opts in by defining ``get_state()``/``set_state(state)`` on its unwrapped
+        class (the cheap suite does); others (Meta-World, most gymnasium envs) return None.
+        """
+        inner = self.env.unwrapped
+        if self.env is not inner or not hasattr(inner, "get_state"):
+            return None  # intermediate wrappers (e.g. a TimeLimit) would hold state too
+        return {
+            "steps": self._steps,
+            "default_seed": self._default_seed,
+            "action_space": self.action_space.np_random.bit_generator.state,
+            "env": inner.get_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned."""
+        self._steps = int(state["steps"])
+        self._default_seed = state["default_seed"]
+        self.action_space.np_random.bit_generator.state = state["action_space"]
+        self.env.unwrapped.set_state(state["env"])
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Step with an action in [-1, 1]; adds ``info["success"]`` and the suite's time limit."""
         obs, reward, terminated, truncated, info = self.env.step(self._action(action))

@@ -1,0 +1,219 @@
+"""The ``mtrl`` command line: train, eval, envs, aggregators."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mtrl.errors import MtrlError
+
+TRAIN_HELP = """\
+Train MT-SAC with gradient surgery on a task suite.
+
+EXPERIMENT is a name under experiments/ (e.g. quickstart, mt10-pcgrad) or a YAML path.
+Overrides are key=value pairs, values parsed as YAML:
+  suite=NAME|PATH         task suite preset (mtrl envs lists them); suite.KEY=V overrides a field
+  agent=NAME|PATH         agent preset under agents/; agent.KEY=V overrides a hyperparameter
+  surgery=NAME            aggregator (mtrl aggregators lists them); surgery.OPTION=V sets an option
+  seed=K  steps=N (env steps per task)  device=cpu|cuda  out=DIR  num_workers=N
+  eval.every=N  eval.episodes=N  logger.every=N  logger.wandb=online|offline|off
+  checkpoint.every=N  checkpoint.replay=true|false
+  resume=RUN_DIR          continue a run from its checkpoint (other overrides: steps, eval.*,
+                          logger.*, checkpoint.*)
+Outputs go to OUT/<suite>__<aggregator>__seed<k>__<time>/: config.yaml, metrics.jsonl,
+checkpoint.pt, summary.json.
+
+examples:
+  mtrl train quickstart
+  mtrl train mt10-pcgrad seed=3 steps=200000
+  mtrl train experiments/cheap-cagrad.yaml surgery.c=0.9 eval.episodes=20
+  mtrl train resume=runs/cheap4__pcgrad__seed0__20261125-120000
+"""
+
+RESUMABLE = ("steps", "eval.", "logger.", "checkpoint.", "num_workers", "device")
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    names = list(summary["success"])
+    width = max(12, *(len(n) for n in names))
+    print(f"\n{'task':{width}s}  success  return")
+    for name in names:
+        print(f"{name:{width}s}  {summary['success'][name]:7.2f}  {summary['return'][name]:8.2f}")
+    print(f"{'mean':{width}s}  {summary['success_mean']:7.2f}  {summary['return_mean']:8.2f}")
+    print(f"({summary['eval_episodes']} deterministic episodes per task, {summary['steps']} steps)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mtrl.config import resolve_config
+    from mtrl.configtools import parse_override
+    from mtrl.trainer import Trainer
+
+    items = list(args.overrides)
+    experiment = args.experiment
+    if experiment is not None and "=" in experiment:
+        items.insert(0, experiment)
+        experiment = None
+    resume = [parse_override(i)[1] for i in items if i.startswith("resume=")]
+    items = [i for i in items if not i.startswith("resume=")]
+    if resume:
+        trainer = _resume_trainer(str(resume[-1]), items)
+    else:
+        if experiment is None:
+            raise MtrlError("give an experiment (e.g. mtrl train quickstart) or resume=RUN_DIR")
+        trainer = Trainer(resolve_config(experiment, items))
+    print(f"run directory: {trainer.run_dir}")
+    summary = trainer.run()
+    _print_table(summary)
+    print(f"outputs: {trainer.run_dir} (config.yaml, metrics.jsonl, checkpoint.pt, summary.json)")
+    return 0
+
+
+def _resume_trainer(run_dir: str, items: list[str]):
+    from mtrl.config import config_from_dict, config_to_dict
+    from mtrl.configtools import parse_override, set_dotted
+    from mtrl.trainer import Trainer, read_run_config
+
+    data = config_to_dict(read_run_config(run_dir))
+    for item in items:
+        key, value = parse_override(item)
+        if not key.startswith(RESUMABLE):
+            raise MtrlError(
+                f"{key!r} cannot change on resume; allowed: steps, num_workers, device, eval.*, "
+                f"logger.*, checkpoint.*"
+            )
+        set_dotted(data, key, value)
+    return Trainer(config_from_dict(data), run_dir=run_dir, resume=True)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mtrl.agents import MTSAC
+    from mtrl.checkpoint import load_checkpoint
+    from mtrl.envs import load_suite
+    from mtrl.evaluation import evaluate
+    from mtrl.trainer import CHECKPOINT, make_device, read_run_config
+
+    path = Path(args.run)
+    run_dir, ckpt = (path.parent, path) if path.is_file() else (path, path / CHECKPOINT)
+    cfg = read_run_config(run_dir)
+    device = make_device(args.device or cfg.device)
+    suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
+    agent = MTSAC(
+        suite.obs_dim,
+        suite.act_dim,
+        suite.num_tasks,
+        cfg.agent,
+        cfg.surgery,
+        device,
+        suite.task_names,
+    )
+    agent.load_state_dict(load_checkpoint(ckpt, map_location=device)["agent"])
+    episodes = args.episodes or cfg.eval.episodes
+    result = evaluate(
+        lambda o: agent.act(o, deterministic=True), suite, episodes, args.seed, args.num_workers
+    )
+    summary = {
+        "success": dict(zip(result.task_names, result.success.tolist(), strict=True)),
+        "return": dict(zip(result.task_names, result.returns.tolist(), strict=True)),
+        "success_mean": result.success_mean,
+        "return_mean": result.return_mean,
+        "eval_episodes": episodes,
+        "steps": load_checkpoint(ckpt)["step"],
+    }
+    _print_table(summary)
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from mtrl.envs import list_suites, load_suite
+
+    if args.suite:
+        suite = load_suite(args.suite)
+        print(
+            f"{suite.name}: {suite.num_tasks} tasks, obs {suite.obs_dim} (incl. one-hot), "
+            f"actions {suite.act_dim}, episodes of {suite.max_episode_steps} steps"
+        )
+        for i, name in enumerate(suite.task_names):
+            print(f"  {i:3d}  {name}")
+        return 0
+    suites = list_suites()
+    width = max(len(n) for n in suites)
+    for name, description in suites.items():
+        print(f"{name:{width}s}  {description}")
+    print("\n`mtrl envs NAME` lists a suite's tasks; README: 'Plug in your own environment'.")
+    return 0
+
+
+def cmd_aggregators(args: argparse.Namespace) -> int:
+    from mtrl.surgery import aggregator_options, list_aggregators
+
+    for name, description in list_aggregators().items():
+        options = aggregator_options(name)
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items() if k != "generator")
+        print(f"{name:8s}  {description}")
+        print(f"{'':8s}  options: {shown or 'none'}")
+    print("\nuse: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtrl",
+        description="Multi-task RL with gradient surgery: MT-SAC on Meta-World MT10/MT50, "
+        "gymnasium envs and a cheap built-in suite.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser(
+        "train",
+        help="train an experiment",
+        description=TRAIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("experiment", nargs="?", help="experiment name or YAML path")
+    train.add_argument("overrides", nargs="*", help="key=value overrides")
+    train.set_defaults(fn=cmd_train)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a trained run",
+        description="Evaluate the policy of a run directory (or a checkpoint file) "
+        "deterministically, N episodes per task; prints per-task success.",
+    )
+    ev.add_argument("run", help="run directory or checkpoint.pt")
+    ev.add_argument("--episodes", type=int, default=0, help="episodes per task (default: run's)")
+    ev.add_argument("--seed", type=int, default=12345, help="env seed of the evaluation")
+    ev.add_argument("--device", default="", help="cpu or cuda (default: the run's)")
+    ev.add_argument("--num-workers", type=int, default=0, help="rollout worker processes")
+    ev.set_defaults(fn=cmd_eval)
+    envs = sub.add_parser(
+        "envs",
+        help="list task suites, or the tasks of one",
+        description="List the suite presets under envs/, or with NAME the tasks of that suite.",
+    )
+    envs.add_argument("suite", nargs="?", help="suite preset name or YAML path")
+    envs.set_defaults(fn=cmd_envs)
+    agg = sub.add_parser(
+        "aggregators",
+        help="list gradient surgery methods and their options",
+        description="List the registered aggregators with their options and defaults.",
+    )
+    agg.set_defaults(fn=cmd_aggregators)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mtrl`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except MtrlError as exc:
+        print(f"mtrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
