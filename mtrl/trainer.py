@@ -119,14 +119,15 @@ class Trainer:
         self.timers = {"env": 0.0, "update": 0.0, "eval": 0.0}
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_state(self, obs: np.ndarray) -> dict[str, Any]:
-        """Everything needed to continue: agent, replay, RNGs, counters, current observations."""
+    def checkpoint_state(self, obs: np.ndarray, rollout: Rollout) -> dict[str, Any]:
+        """Everything needed to continue: agent, replay, RNGs, counters, envs, observations."""
         return {
             "step": self.step,
             "eval_count": self.eval_count,
             "agent": self.agent.state_dict(),
             "replay": self.replay.state_dict() if self.cfg.checkpoint.replay else None,
             "obs": torch.from_numpy(obs),
+            "envs": rollout.get_state(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": self.action_rng.bit_generator.state,
@@ -135,12 +136,12 @@ class Trainer:
             "timers": dict(self.timers),
         }
 
-    def save(self, obs: np.ndarray) -> Path:
+    def save(self, obs: np.ndarray, rollout: Rollout) -> Path:
         """Write the checkpoint atomically into the run directory."""
-        return save_checkpoint(self.checkpoint_state(obs), self.run_dir / CHECKPOINT)
+        return save_checkpoint(self.checkpoint_state(obs, rollout), self.run_dir / CHECKPOINT)
 
-    def restore(self) -> np.ndarray | None:
-        """Load the run directory's checkpoint; returns the saved observations."""
+    def restore(self) -> dict[str, Any]:
+        """Load the run directory's checkpoint into the agent, replay, RNGs and counters."""
         state = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
         self.agent.load_state_dict(state["agent"])
         if state["replay"] is not None:
@@ -150,6 +151,18 @@ class Trainer:
         self.action_rng.bit_generator.state = state["rng"]["numpy"]
         random.setstate(_as_tuple(state["rng"]["python"]))
         self.timers.update(state["timers"])
+        return state
+
+    def _resume_envs(self, rollout: Rollout, state: dict[str, Any], obs: np.ndarray) -> np.ndarray:
+        """Put the envs back where the checkpoint left them, where the suite's envs allow it."""
+        if state["envs"] is None:
+            print(
+                f"note: the envs of suite {self.suite.name!r} cannot save their state; "
+                "their episodes restart on resume",
+                file=sys.stderr,
+            )
+            return obs
+        rollout.set_state(state["envs"])
         return state["obs"].cpu().numpy()
 
     # ------------------------------------------------------------------ the loop
@@ -184,7 +197,7 @@ class Trainer:
         """Train to ``cfg.steps`` env steps per task; returns the summary written to summary.json."""
         cfg = self.cfg
         self._prepare_run_dir()
-        saved_obs = self.restore() if self.resume else None
+        saved = self.restore() if self.resume else None
         logger = Logger(self._sinks(), self.suite.task_names)
         bar = tqdm(
             total=cfg.steps,
@@ -200,17 +213,25 @@ class Trainer:
         try:
             with Rollout(self.suite, num_workers=cfg.num_workers, seed=cfg.seed) as rollout:
                 obs = rollout.reset()
-                if saved_obs is not None:
-                    obs = self._resume_envs(rollout, saved_obs)
+                if saved is not None:
+                    obs = self._resume_envs(rollout, saved, obs)
                 while self.step < cfg.steps:
                     obs = self._vector_step(rollout, obs, logger)
                     self.step += 1
                     bar.update(1)
-                    self._periodic(obs, logger, bar, started, steps_at_start)
-            if self.last_eval is None or self.cfg.eval.every == 0 or self.step % cfg.eval.every:
-                self.evaluate()
-                logger.dump(self.step, self.last_eval.metrics())
-            self.save(obs)
+                    self._periodic(rollout, obs, logger, bar, started, steps_at_start)
+                if self.last_eval is None or cfg.eval.every == 0 or self.step % cfg.eval.every:
+                    self.evaluate()
+                    logger.dump(self.step, self.last_eval.metrics())
+                self.save(obs, rollout)
+        except KeyboardInterrupt:
+            if (self.run_dir / CHECKPOINT).is_file():
+                print(
+                    f"\ninterrupted at step {self.step}; continue from the last checkpoint with: "
+                    f"mtrl train resume={self.run_dir}",
+                    file=sys.stderr,
+                )
+            raise
         except NonFiniteGradientError as exc:
             raise MtrlError(
                 f"training diverged at step {self.step}: {exc}; the last checkpoint in "
@@ -245,15 +266,6 @@ class Trainer:
                 )
             )
         return sinks
-
-    def _resume_envs(self, rollout: Rollout, saved_obs: np.ndarray) -> np.ndarray:
-        """Put the envs back where the checkpoint left them, if the rollout can."""
-        load = getattr(rollout, "load_state", None)
-        state = getattr(self, "_rollout_state", None)
-        if load is not None and state is not None:
-            load(state)
-            return saved_obs
-        return rollout.reset()
 
     def _vector_step(self, rollout: Rollout, obs: np.ndarray, logger: Logger) -> np.ndarray:
         cfg = self.cfg
@@ -290,7 +302,13 @@ class Trainer:
         return result.obs
 
     def _periodic(
-        self, obs, logger: Logger, bar: tqdm, started: float, steps_at_start: int
+        self,
+        rollout: Rollout,
+        obs: np.ndarray,
+        logger: Logger,
+        bar: tqdm,
+        started: float,
+        steps_at_start: int,
     ) -> None:
         cfg = self.cfg
         step = self.step
@@ -310,7 +328,7 @@ class Trainer:
                 postfix["success"] = f"{self.last_eval.success_mean:.2f}"
             bar.set_postfix(postfix, refresh=False)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-            self.save(obs)
+            self.save(obs, rollout)
 
     def summary(self, wall_s: float) -> dict[str, Any]:
         """Final per-task and mean eval success and return, with where the outputs are."""

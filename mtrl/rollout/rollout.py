@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import pickle
 import signal
 import threading
 import time
@@ -240,6 +241,37 @@ class Rollout:
             episodes=episodes,
         )
 
+    def get_state(self) -> list[dict[str, Any]] | None:
+        """Every env's state and running episode statistics in task order, for a checkpoint.
+
+        None when any env of the suite cannot save its state (Meta-World, most gymnasium
+        envs): a resumed run then restarts those episodes instead of continuing them.
+        """
+        states: list[dict[str, Any] | None] = []
+        with self._guard():
+            for shard in self._shards:
+                states.extend(shard.get_state())
+        replies = self._command(protocol.GET_STATE, "get_state")
+        for w in self._workers:
+            states.extend(pickle.loads(replies[w.index][len(protocol.OK) :]))
+        if any(state is None for state in states):
+            return None
+        return states  # type: ignore[return-value]
+
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        """Restore what ``get_state`` returned (after ``reset()``); obs are the caller's."""
+        if len(states) != self.num_tasks:
+            raise ValueError(f"expected {self.num_tasks} env states, got {len(states)}")
+        with self._guard():
+            for shard in self._shards:
+                shard.set_state(states[shard.start : shard.stop])
+        bounds = self.shards if self._workers else []
+        payloads = {
+            w.index: protocol.SET_STATE + pickle.dumps(states[a:b])
+            for w, (a, b) in zip(self._workers, bounds, strict=True)
+        }
+        self._command(protocol.SET_STATE, "set_state", payloads)
+
     def step_seconds(self) -> np.ndarray:
         """Mean seconds per ``env.step`` of each task so far (``[T]``; NaN before a step)."""
         a = self._arrays
@@ -280,25 +312,30 @@ class Rollout:
             self.close()
             raise
 
-    def _command(self, command: bytes, what: str) -> None:
+    def _command(
+        self, command: bytes, what: str, payloads: dict[int, bytes] | None = None
+    ) -> dict[int, bytes]:
+        """Run ``command`` on the in-process shard and every worker; returns worker replies."""
         if self.closed:
             raise RolloutError("the rollout is closed")
         with self._guard():
             for shard in self._shards:
                 if command == protocol.STEP:
                     shard.step()
-                else:
+                elif command == protocol.RESET:
                     shard.reset()
             for w in self._workers:
                 # A dead worker's pipe is broken: _gather reports it with its exit status.
                 with contextlib.suppress(OSError):
-                    w.conn.send_bytes(command)
+                    w.conn.send_bytes(payloads[w.index] if payloads else command)
             if self._workers:
-                self._gather(what, self.timeout)
+                return self._gather(what, self.timeout)
+        return {}
 
-    def _gather(self, what: str, timeout: float) -> None:
+    def _gather(self, what: str, timeout: float) -> dict[int, bytes]:
         """Wait for every worker's ``OK``; raise RolloutError on a fault, death or timeout."""
         deadline = time.monotonic() + timeout
+        replies: dict[int, bytes] = {}
         pending = {w.conn: w for w in self._workers}
         sentinels = {w.process.sentinel: w for w in self._workers}
         while pending:
@@ -325,7 +362,9 @@ class Rollout:
                 if reply.startswith(protocol.FAULT):
                     fault = protocol.decode_fault(reply)
                     raise RolloutError(self._fault_message(fault, f"worker {w.index}"))
+                replies[w.index] = reply
                 del pending[w.conn]
+        return replies
 
     def _fault_message(self, fault: EnvFault, where: str) -> str:
         name = self.task_names[fault.task]

@@ -125,6 +125,39 @@ class Shard:
         a.step_time[rows] += times
         a.step_count[rows] += 1
 
+    def get_state(self) -> list[dict[str, Any] | None]:
+        """Each env's state with its running episode statistics, for a checkpoint.
+
+        An entry is None where the env cannot save its state (no ``get_state`` method or it
+        returned None): such envs can only restart their episodes on resume.
+        """
+        states: list[dict[str, Any] | None] = []
+        for j, env in enumerate(self.envs):
+            getter = getattr(env, "get_state", None)
+            env_state = getter() if getter is not None else None
+            if env_state is None:
+                states.append(None)
+                continue
+            states.append(
+                {
+                    "env": env_state,
+                    "episode": (self._returns[j], self._lengths[j], self._successes[j]),
+                    "seed": self._seeds[j],
+                }
+            )
+        return states
+
+    def set_state(self, states: Sequence[dict[str, Any]]) -> None:
+        """Restore what ``get_state`` returned (every entry must be a state, not None)."""
+        for j, (env, state) in enumerate(zip(self.envs, states, strict=True)):
+            try:
+                env.set_state(state["env"])
+            except Exception as exc:
+                raise EnvFault(self.start + j, "set_state", one_line(exc)) from exc
+            ret, length, success = state["episode"]
+            self._returns[j], self._lengths[j], self._successes[j] = ret, length, success
+            self._seeds[j] = state["seed"]
+
     def close(self) -> None:
         """Close every env, ignoring errors (used on shutdown)."""
         for env in self.envs:

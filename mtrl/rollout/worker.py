@@ -3,12 +3,14 @@
 Protocol on the worker's pipe (bytes only, never pickled per step):
 parent -> worker ``STEP`` / ``RESET`` / ``QUIT``; worker -> parent ``OK`` after building its
 envs and after each command, or ``FAULT`` + JSON ``[task, phase, message]`` when an env
-raised. The data itself lives in the shared arrays. Must not import torch.
+raised. For checkpoints only (rare, so pickled): ``GET_STATE`` is answered with ``OK`` + the
+pickled env states, and ``SET_STATE`` + pickled states restores them. The data itself lives in the shared arrays. Must not import torch.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -20,6 +22,8 @@ from mtrl.rollout.shard import EnvFault, Shard
 STEP = b"s"
 RESET = b"r"
 QUIT = b"q"
+GET_STATE = b"g"
+SET_STATE = b"w"
 OK = b"k"
 FAULT = b"E"
 
@@ -57,15 +61,20 @@ def worker_main(
             command = conn.recv_bytes()
             if command == QUIT:
                 return
+            reply = OK
             try:
                 if command == STEP:
                     shard.step()
                 elif command == RESET:
                     shard.reset()
+                elif command == GET_STATE:
+                    reply = OK + pickle.dumps(shard.get_state())
+                elif command.startswith(SET_STATE):
+                    shard.set_state(pickle.loads(command[len(SET_STATE) :]))
             except EnvFault as fault:
                 conn.send_bytes(encode_fault(fault))
                 return
-            conn.send_bytes(OK)
+            conn.send_bytes(reply)
     except (EOFError, OSError):
         return  # the parent closed the pipe or died: exit quietly
     finally:
