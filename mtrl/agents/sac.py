@@ -161,7 +161,9 @@ class MTSAC:
         diagnostics: dict[str, Any] | None,
     ) -> tuple[Tensor, Any]:
         params = dict(module.named_parameters())
-        out = per_task_grads(loss_fn, params, batch, has_aux=has_aux, return_losses=True)
+        out = per_task_grads(
+            loss_fn, params, batch, has_aux=has_aux, return_losses=True, flat=False
+        )
         G, losses = out[0], out[1]
         aux = out[2] if has_aux else None
         result = self.aggregators[network].aggregate(G)

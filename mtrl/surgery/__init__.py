@@ -17,12 +17,14 @@ from mtrl.surgery.aggregators import (
 )
 from mtrl.surgery.diagnostics import GradientDiagnostics, gradient_diagnostics
 from mtrl.surgery.engine import flatten_grads, num_tasks, per_task_grads, write_grads
+from mtrl.surgery.taskgrads import TaskGradients
 
 __all__ = [
     "Aggregation",
     "Aggregator",
     "GradientDiagnostics",
     "NonFiniteGradientError",
+    "TaskGradients",
     "Weighting",
     "aggregator_options",
     "check_gradients",

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mtrl.surgery.aggregators.base import Aggregation, gramian
+from mtrl.surgery.taskgrads import TaskGradients
 
 
 @dataclass
@@ -26,8 +27,10 @@ class GradientDiagnostics:
     direction_norm: float
 
 
-def gradient_diagnostics(G: Tensor, result: Aggregation | None = None) -> GradientDiagnostics:
-    """Diagnostics for G [T, P]; reuses the Gramian and weights in ``result`` when present."""
+def gradient_diagnostics(
+    G: Tensor | TaskGradients, result: Aggregation | None = None
+) -> GradientDiagnostics:
+    """Diagnostics for G [T, P] (flat or blocks); reuses the Gramian and weights in ``result``."""
     gram = result.gram if result is not None and result.gram is not None else gramian(G)
     norms = gram.diagonal().clamp_min(0).sqrt()
     denom = torch.outer(norms, norms)
@@ -36,11 +39,14 @@ def gradient_diagnostics(G: Tensor, result: Aggregation | None = None) -> Gradie
     upper = torch.triu_indices(tasks, tasks, offset=1)
     pairs = cosine[upper[0], upper[1]]
     conflict = float((pairs < 0).double().mean()) if pairs.numel() else 0.0
-    if result is not None and result.weights is not None:
-        w = result.weights.detach().to(device="cpu", dtype=torch.float64)
+    if result is not None and result.weights is None:  # not a weighting: measure the direction
+        parts = [result.direction] if isinstance(result.direction, Tensor) else result.direction
+        direction_norm = float(sum(float(p.double().pow(2).sum()) for p in parts) ** 0.5)
+    else:  # ‖wᵀG‖ from the Gramian; without a result, the mean direction
+        w = (
+            result.weights.detach().to(device="cpu", dtype=torch.float64)
+            if result is not None
+            else torch.full((tasks,), 1.0 / tasks, dtype=torch.float64)
+        )
         direction_norm = float((w @ gram @ w).clamp_min(0).sqrt())
-    elif result is not None:
-        direction_norm = float(result.direction.norm())
-    else:
-        direction_norm = float(G.mean(dim=0).norm())
     return GradientDiagnostics(norms.float(), cosine.float(), conflict, direction_norm)

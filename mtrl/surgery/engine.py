@@ -8,12 +8,14 @@ every sample T times; the loop is kept here only as the reference for tests and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
+
+from mtrl.surgery.taskgrads import TaskGradients
 
 Params = Mapping[str, Tensor]
 LossFn = Callable[[Params, Any], Tensor]
@@ -50,6 +52,7 @@ def per_task_grads(
     randomness: Literal["different", "same", "error"] = "different",
     has_aux: bool = False,
     return_losses: bool = False,
+    flat: bool = True,
 ) -> Any:
     """Gradients of each task's loss with respect to ``params``, stacked as G [T, P].
 
@@ -63,6 +66,8 @@ def per_task_grads(
     :param randomness: vmap's treatment of random ops inside ``loss_fn`` (per task by default).
     :param has_aux: ``loss_fn`` returns ``(loss, aux)``; aux is returned stacked over tasks.
     :param return_losses: also return the per-task losses [T].
+    :param flat: return G as one [T, P] tensor; False returns ``TaskGradients`` (one block per
+        parameter, no concatenation copy), which aggregators and ``write_grads`` take as well.
     :return: G, or a tuple ``(G, losses?, aux?)`` in that order when asked for.
     """
     names = list(params)
@@ -74,7 +79,7 @@ def per_task_grads(
         grads, losses, aux = _loop_grads(loss_fn, detached, batch, has_aux)
     else:
         raise ValueError(f"mode must be 'vmap' or 'loop', got {mode!r}")
-    G = flatten_grads(grads, names)
+    G = flatten_grads(grads, names) if flat else TaskGradients([grads[n] for n in names])
     out: tuple[Any, ...] = (G,)
     if return_losses:
         out += (losses,)
@@ -128,28 +133,42 @@ def _loop_grads(loss_fn, params, batch, has_aux):
 
 
 def write_grads(
-    params: Params | Iterable[Tensor], direction: Tensor, accumulate: bool = False
+    params: Params | Iterable[Tensor],
+    direction: Tensor | Sequence[Tensor],
+    accumulate: bool = False,
 ) -> None:
-    """Write a flat direction [P] into the parameters' ``.grad`` so any optimizer can step on it.
+    """Write an aggregated direction into the parameters' ``.grad`` so any optimizer can step.
 
     :param params: the same parameters (dict or iterable, same order) the gradients were taken of.
-    :param direction: the aggregated update direction, length = total number of elements.
+    :param direction: a flat [P] tensor (P = total number of elements), or one tensor per
+        parameter shaped like it (what aggregators return for ``TaskGradients``).
     :param accumulate: add to existing ``.grad`` instead of replacing it.
     """
     tensors = list(params.values()) if isinstance(params, Mapping) else list(params)
-    total = sum(p.numel() for p in tensors)
-    if direction.dim() != 1 or direction.numel() != total:
-        raise ValueError(
-            f"direction must have shape [{total}] (the parameters' total size), "
-            f"got {list(direction.shape)}"
-        )
-    offset = 0
-    for p in tensors:
-        piece = direction[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
+    if isinstance(direction, Tensor):
+        pieces = _split_flat(direction, tensors)
+    else:
+        pieces = list(direction)
+        shapes = [tuple(p.shape) for p in tensors]
+        if [tuple(d.shape) for d in pieces] != shapes:
+            raise ValueError(f"direction blocks must have the parameters' shapes {shapes}")
+    for p, piece in zip(tensors, pieces, strict=True):
         if p.grad is None:
             p.grad = piece.detach().clone()
         elif accumulate:
             p.grad.add_(piece)
         else:
             p.grad.copy_(piece)
+
+
+def _split_flat(direction: Tensor, tensors: list[Tensor]) -> list[Tensor]:
+    total = sum(p.numel() for p in tensors)
+    if direction.dim() != 1 or direction.numel() != total:
+        raise ValueError(
+            f"direction must have shape [{total}] (the parameters' total size), "
+            f"got {list(direction.shape)}"
+        )
+    return [
+        d.view_as(p)
+        for d, p in zip(direction.split([p.numel() for p in tensors]), tensors, strict=True)
+    ]

@@ -120,3 +120,29 @@ def test_mismatched_task_axes_raise():
     params = dict(model.named_parameters())
     with pytest.raises(ValueError, match="same leading task axis"):
         per_task_grads(lambda p, b: b[0].sum(), params, (torch.ones(3, 2), torch.ones(4, 2)))
+
+
+def test_blocked_gradients_match_flat_ones_through_aggregators():
+    model = make_model()
+    params = dict(model.named_parameters())
+    x, y = regression_batch()
+
+    def loss_fn(p, batch):
+        xb, yb = batch
+        return ((functional_call(model, p, (xb,)) - yb) ** 2).mean()
+
+    flat = per_task_grads(loss_fn, params, (x, y))
+    blocks = per_task_grads(loss_fn, params, (x, y), flat=False)
+    assert blocks.num_tasks == TASKS and blocks.num_params == flat.shape[1]
+    torch.testing.assert_close(blocks.matrix(), flat)
+    torch.testing.assert_close(blocks.gramian(), (flat @ flat.T).double(), rtol=1e-5, atol=1e-5)
+    for name in ("mean", "pcgrad", "cagrad"):
+        d_flat = get_aggregator(name, **({"seed": 0} if name == "pcgrad" else {}))(flat)
+        d_blocks = get_aggregator(name, **({"seed": 0} if name == "pcgrad" else {}))(blocks)
+        assert [tuple(d.shape) for d in d_blocks] == [tuple(p.shape) for p in params.values()]
+        torch.testing.assert_close(torch.cat([d.flatten() for d in d_blocks]), d_flat)
+        model.zero_grad()
+        write_grads(params, d_blocks)
+        torch.testing.assert_close(
+            torch.cat([p.grad.flatten() for p in model.parameters()]), d_flat
+        )

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mtrl.errors import MtrlError
+from mtrl.surgery.taskgrads import TaskGradients, all_finite, as_task_gradients
 
 
 class NonFiniteGradientError(MtrlError, FloatingPointError):
@@ -19,42 +20,36 @@ class NonFiniteGradientError(MtrlError, FloatingPointError):
 class Aggregation:
     """The result of one aggregation.
 
-    :param direction: the update direction [P].
+    :param direction: the update direction: a [P] tensor for a flat G, or one block per
+        parameter (each shaped like it) for ``TaskGradients``.
     :param weights: task weights [T] with ``direction == weights @ G`` (None if not a weighting).
     :param gram: the T x T Gramian G Gᵀ when the method computed it (reused by diagnostics).
     """
 
-    direction: Tensor
+    direction: Tensor | list[Tensor]
     weights: Tensor | None = None
     gram: Tensor | None = None
 
 
-def check_shape(G: Tensor) -> None:
-    """Raise ValueError unless G is a float tensor [T, P] with T >= 1."""
-    if not isinstance(G, Tensor) or G.dim() != 2 or not G.is_floating_point():
-        got = tuple(G.shape) if isinstance(G, Tensor) else type(G).__name__
-        raise ValueError(f"expected a float tensor of shape [T, P] (tasks x parameters), got {got}")
-    if G.shape[0] == 0:
-        raise ValueError("expected at least one task gradient, got shape [0, P]")
-
-
-def check_gradients(G: Tensor, task_names: list[str] | None = None) -> None:
+def check_gradients(G: Tensor | TaskGradients, task_names: list[str] | None = None) -> None:
     """Raise ValueError on a bad shape and NonFiniteGradientError naming tasks with NaN/inf."""
-    check_shape(G)
-    bad = (~torch.isfinite(G).all(dim=1)).nonzero().flatten().tolist()
+    grads = as_task_gradients(G)
+    bad = (~grads.finite_rows()).nonzero().flatten().tolist()
     if bad:
         names = [task_names[i] if task_names else f"task {i}" for i in bad]
         raise NonFiniteGradientError(f"non-finite (NaN/inf) gradient for {', '.join(names)}")
 
 
-def gramian(G: Tensor) -> Tensor:
+def gramian(G: Tensor | TaskGradients) -> Tensor:
     """G Gᵀ in float64 on the CPU: the T x T input of every weighting's solver."""
-    return (G @ G.T).to(device="cpu", dtype=torch.float64)
+    return as_task_gradients(G).gramian()
 
 
 class Aggregator:
-    """Base class: subclasses implement ``aggregate``; ``__call__`` returns the direction.
+    """Base class: subclasses implement ``_aggregate``; ``__call__`` returns the direction.
 
+    G is a flat [T, P] tensor or ``TaskGradients`` (per-parameter blocks, as the engine gives
+    them without a copy); the direction comes back in the same form.
     Class attributes describe the method to the engine and the CLI:
     ``needs_grads`` (False for loss-balancing methods that only weight the losses),
     ``stochastic`` (draws random numbers; seeded by ``seed``).
@@ -69,28 +64,34 @@ class Aggregator:
     check_finite: bool = True
     task_names: list[str] | None = None
 
-    def __call__(self, G: Tensor) -> Tensor:
+    def __call__(self, G: Tensor | TaskGradients) -> Tensor | list[Tensor]:
         return self.aggregate(G).direction
 
-    def aggregate(self, G: Tensor) -> Aggregation:
+    def aggregate(self, G: Tensor | TaskGradients) -> Aggregation:
         """Validate G and combine it into one direction (T=1 returns that gradient)."""
-        check_shape(G)
-        if G.shape[0] == 1:
-            result = Aggregation(G[0].clone(), torch.ones(1, dtype=G.dtype, device=G.device))
+        grads = as_task_gradients(G)
+        if grads.num_tasks == 1:
+            result = Aggregation([], torch.ones(1, dtype=grads.dtype, device=grads.device))
         else:
-            result = self._aggregate(G)
+            result = self._aggregate(grads)
+        if isinstance(result.direction, list) and not result.direction:
+            result.direction = grads.combine(result.weights)
         # A NaN/inf in G reaches the direction (or the Gramian, checked by weightings before
         # solving), so one pass over [P] replaces a pass over [T, P]; the slow path names tasks.
-        if self.check_finite and not bool(torch.isfinite(result.direction).all()):
-            self.raise_non_finite(G)
+        if self.check_finite and not all_finite(result.direction):
+            self.raise_non_finite(grads)
+        if isinstance(G, Tensor):
+            result.direction = result.direction[0]
         return result
 
-    def raise_non_finite(self, G: Tensor) -> None:
+    def raise_non_finite(self, G: Tensor | TaskGradients) -> None:
         """Raise NonFiniteGradientError naming the tasks whose gradients hold NaN/inf."""
         check_gradients(G, self.task_names)
         raise NonFiniteGradientError("the aggregated direction overflowed (every task is finite)")
 
-    def _aggregate(self, G: Tensor) -> Aggregation:
+    def _aggregate(self, G: TaskGradients) -> Aggregation:
+        """Return the weights (and the Gramian if formed); or the direction itself if not a
+        weighting. The base class combines weights into the direction."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -112,12 +113,12 @@ class Aggregator:
 class Weighting(Aggregator):
     """An aggregator whose direction is ``weights @ G`` with weights computed from the Gramian."""
 
-    def _aggregate(self, G: Tensor) -> Aggregation:
-        gram = gramian(G)
+    def _aggregate(self, G: TaskGradients) -> Aggregation:
+        gram = G.gramian()
         if self.check_finite and not bool(torch.isfinite(gram).all()):
             self.raise_non_finite(G)
         weights = self.weights(gram).to(device=G.device, dtype=G.dtype)
-        return Aggregation(weights @ G, weights, gram)
+        return Aggregation([], weights, gram)
 
     def weights(self, gram: Tensor) -> Tensor:
         """Task weights [T] (float64, CPU) from the T x T Gramian."""

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from mtrl.surgery.aggregators.base import Aggregation, Aggregator
 from mtrl.surgery.aggregators.registry import register_aggregator
+from mtrl.surgery.taskgrads import TaskGradients
 
 
 @register_aggregator("mean")
@@ -15,9 +15,9 @@ class Mean(Aggregator):
 
     description = "average of the task gradients (the plain multi-task baseline)"
 
-    def _aggregate(self, G: Tensor) -> Aggregation:
-        weights = torch.full((G.shape[0],), 1.0 / G.shape[0], dtype=G.dtype, device=G.device)
-        return Aggregation(G.mean(dim=0), weights)
+    def _aggregate(self, G: TaskGradients) -> Aggregation:
+        tasks = G.num_tasks
+        return Aggregation([], torch.full((tasks,), 1.0 / tasks, dtype=G.dtype, device=G.device))
 
 
 @register_aggregator("sum")
@@ -26,6 +26,5 @@ class Sum(Aggregator):
 
     description = "sum of the task gradients"
 
-    def _aggregate(self, G: Tensor) -> Aggregation:
-        weights = torch.ones(G.shape[0], dtype=G.dtype, device=G.device)
-        return Aggregation(G.sum(dim=0), weights)
+    def _aggregate(self, G: TaskGradients) -> Aggregation:
+        return Aggregation([], torch.ones(G.num_tasks, dtype=G.dtype, device=G.device))
