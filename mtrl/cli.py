@@ -18,6 +18,7 @@ Overrides are key=value pairs, values parsed as YAML:
   agent=NAME|PATH         agent preset under agents/; agent.KEY=V overrides a hyperparameter
   surgery=NAME            aggregator (mtrl aggregators lists them); surgery.OPTION=V sets an option
   seed=K  steps=N (env steps per task)  device=cpu|cuda  out=DIR  num_workers=N
+  torch_threads=N (0: torch's default)  warmup=N  utd=N  buffer_size=N (per task)
   eval.every=N  eval.episodes=N  logger.every=N  logger.wandb=online|offline|off
   checkpoint.every=N  checkpoint.replay=true|false
   resume=RUN_DIR          continue a run from its checkpoint (other overrides: steps, eval.*,
@@ -32,7 +33,7 @@ examples:
   mtrl train resume=runs/cheap4__pcgrad__seed0__20261125-120000
 """
 
-RESUMABLE = ("steps", "eval.", "logger.", "checkpoint.", "num_workers", "device")
+RESUMABLE = ("steps", "eval.", "logger.", "checkpoint.", "num_workers", "device", "torch_threads")
 
 
 def _print_table(summary: dict[str, Any]) -> None:

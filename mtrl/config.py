@@ -94,6 +94,8 @@ class TrainConfig:
     """cpu, cuda or cuda:<index>."""
     num_workers: int = 0
     """Rollout worker processes (0: step the envs in the training process)."""
+    torch_threads: int = 0
+    """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     out: str = "runs"
     """Root folder of run directories."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -212,6 +214,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.utd >= 1, "utd must be >= 1"),
         (cfg.buffer_size >= 1, "buffer_size must be >= 1"),
         (cfg.num_workers >= 0, "num_workers must be >= 0"),
+        (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
         (cfg.eval.episodes >= 1, "eval.episodes must be >= 1"),
         (cfg.eval.every >= 0, "eval.every must be >= 0"),
         (cfg.logger.every >= 1, "logger.every must be >= 1"),

@@ -94,6 +94,8 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out) / run_name(cfg)
         self.resume = resume
         self.suite: TaskSuite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.action_rng = np.random.default_rng(cfg.seed)

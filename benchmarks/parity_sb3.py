@@ -1,0 +1,114 @@
+"""Single-task parity: mtrl's MT-SAC vs Stable-Baselines3 SAC on Pendulum-v1, side by side.
+
+Same budget, seeds, network (2 x 256), batch (256), learning rate, warm-up of random actions
+(100 steps) and evaluation (10 deterministic episodes at the same steps). mtrl runs Pendulum
+through the plug-in path (``envs/pendulum.yaml``), so its observation carries a one-hot of size 1.
+
+    python benchmarks/parity_sb3.py                 # 8,000 steps, seeds 0 1 2
+    python benchmarks/parity_sb3.py --steps 20000 --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line
+
+from mtrl.config import resolve_config
+from mtrl.logging import read_metrics
+from mtrl.trainer import Trainer
+
+
+def sb3_curve(seed: int, steps: int, every: int, episodes: int) -> list[float]:
+    """Mean deterministic return of SB3 SAC after every ``every`` steps."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    model = SAC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        learning_starts=100,
+        batch_size=256,
+        policy_kwargs={"net_arch": [256, 256]},
+        seed=seed,
+        verbose=0,
+    )
+    eval_env = gym.make("Pendulum-v1")
+    eval_env.reset(seed=10_000 + seed)
+    curve = []
+    for _ in range(steps // every):
+        model.learn(every, reset_num_timesteps=False)
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
+        curve.append(float(mean))
+    return curve
+
+
+def mtrl_curve(seed: int, steps: int, every: int, episodes: int, out: Path) -> list[float]:
+    """Mean deterministic return of mtrl's MT-SAC at every ``every`` steps."""
+    cfg = resolve_config(
+        "pendulum-mtsac",
+        [
+            f"seed={seed}",
+            f"steps={steps}",
+            f"eval.every={every}",
+            f"eval.episodes={episodes}",
+            f"out={out}",
+            "logger.progress=false",
+            "checkpoint.every=0",
+        ],
+    )
+    trainer = Trainer(cfg)
+    trainer.run()
+    rows = read_metrics(trainer.run_dir / "metrics.jsonl")
+    return [r["eval/return_mean"] for r in rows if "eval/return_mean" in r]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=8000, help="env steps per run")
+    parser.add_argument("--evals", type=int, default=4, help="evaluations per run")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per evaluation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    every = args.steps // args.evals
+    print(machine_line())
+    curves: dict[str, list[list[float]]] = {"sb3": [], "mtrl": []}
+    times = {"sb3": 0.0, "mtrl": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            start = time.perf_counter()
+            curves["sb3"].append(sb3_curve(seed, args.steps, every, args.episodes))
+            times["sb3"] += time.perf_counter() - start
+            start = time.perf_counter()
+            curves["mtrl"].append(mtrl_curve(seed, args.steps, every, args.episodes, Path(tmp)))
+            times["mtrl"] += time.perf_counter() - start
+            print(
+                f"seed {seed}: sb3 {curves['sb3'][-1][-1]:8.1f}   mtrl {curves['mtrl'][-1][-1]:8.1f}"
+            )
+    print(f"\nPendulum-v1, {len(args.seeds)} seeds, mean (min..max) deterministic return")
+    print(f"{'steps':>7s}  {'SB3 SAC':>26s}  {'mtrl MT-SAC':>26s}")
+    for k in range(args.evals):
+        cells = []
+        for name in ("sb3", "mtrl"):
+            values = [c[k] for c in curves[name]]
+            cells.append(f"{statistics.mean(values):8.1f} ({min(values):7.1f}..{max(values):7.1f})")
+        print(f"{(k + 1) * every:7d}  {cells[0]:>26s}  {cells[1]:>26s}")
+    print(
+        f"wall time: sb3 {times['sb3']:.0f} s, mtrl {times['mtrl']:.0f} s (ratio {times['mtrl'] / times['sb3']:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
