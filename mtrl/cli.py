@@ -109,7 +109,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device,
         suite.task_names,
     )
-    agent.load_state_dict(load_checkpoint(ckpt, map_location=device)["agent"])
+    state = load_checkpoint(ckpt, map_location=device)
+    agent.load_state_dict(state["agent"])
+    step = int(state["step"])
+    del state  # the replay buffer in it may be large
     episodes = args.episodes or cfg.eval.episodes
     result = evaluate(
         lambda o: agent.act(o, deterministic=True), suite, episodes, args.seed, args.num_workers
@@ -120,7 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "success_mean": result.success_mean,
         "return_mean": result.return_mean,
         "eval_episodes": episodes,
-        "steps": load_checkpoint(ckpt)["step"],
+        "steps": step,
     }
     _print_table(summary)
     return 0

@@ -17,7 +17,14 @@ from typing import Any, Literal
 
 import mtrl
 from mtrl.agents.config import AgentConfig, SurgeryConfig
-from mtrl.configtools import from_dict, load_yaml, parse_override, set_dotted, to_dict
+from mtrl.configtools import (
+    from_dict,
+    load_yaml,
+    parse_override,
+    preset_path,
+    set_dotted,
+    to_dict,
+)
 from mtrl.errors import MtrlError, close_matches
 from mtrl.surgery import aggregator_options
 
@@ -103,30 +110,9 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
-def _preset_path(name_or_path: str, folder: Path, what: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise MtrlError(f"{what} file not found: {path}")
-        return path
-    preset = folder / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        names = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise MtrlError(
-            f"unknown {what} {name_or_path!r}{close_matches(name_or_path, names)}; "
-            f"presets: {', '.join(names)} (or give a path to a .yaml file)"
-        )
-    return preset
-
-
 def experiment_path(name_or_path: str) -> Path:
     """An experiment YAML by path or by name under ``experiments/``."""
-    return _preset_path(name_or_path, EXPERIMENT_DIR, "experiment")
-
-
-def list_presets(folder: Path) -> dict[str, str]:
-    """Preset names in ``folder`` with the ``description`` line of each."""
-    return {p.stem: str(load_yaml(p).get("description", "")) for p in sorted(folder.glob("*.yaml"))}
+    return preset_path(name_or_path, EXPERIMENT_DIR, "experiment")
 
 
 def _section(value: Any, key: str, main_field: str) -> dict[str, Any]:
@@ -194,7 +180,7 @@ def resolve_config(
     resolved["suite"] = suite.pop("preset", TrainConfig.suite)
     resolved["suite_overrides"] = suite
     agent_preset = str(agent.pop("preset", TrainConfig.agent_preset))
-    agent_data = load_yaml(_preset_path(agent_preset, AGENT_DIR, "agent"))
+    agent_data = load_yaml(preset_path(agent_preset, AGENT_DIR, "agent"))
     agent_data.pop("description", None)
     for key, value in agent.items():
         set_dotted(agent_data, key, value)

@@ -33,6 +33,28 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def preset_path(name_or_path: str, folder: Path, what: str) -> Path:
+    """A YAML file given by path, or by preset name in ``folder``; errors list the presets."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise MtrlError(f"{what} file not found: {path}")
+        return path
+    preset = folder / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        names = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise MtrlError(
+            f"unknown {what} {name_or_path!r}{close_matches(name_or_path, names)}; "
+            f"presets: {', '.join(names)} (or give a path to a .yaml file)"
+        )
+    return preset
+
+
+def list_presets(folder: Path) -> dict[str, str]:
+    """Preset names in ``folder`` with the ``description`` line of each."""
+    return {p.stem: str(load_yaml(p).get("description", "")) for p in sorted(folder.glob("*.yaml"))}
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``a.b=value`` into (``"a.b"``, value), with the value parsed as YAML."""
     if "=" not in text:

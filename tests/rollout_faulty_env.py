@@ -19,6 +19,7 @@ class FaultyEnv(gym.Env):
     :param fail_step: 1-based count of steps (over the env's life) at which ``step`` raises.
     :param fail_reset: 1-based count of resets at which ``reset`` raises.
     :param exit_step: 1-based count of steps at which the process exits with status 3.
+    :param nan_step: 1-based count of steps at which the reward is NaN (a diverging task).
     :param only_in_pid: raise in the constructor in any process but this one (0: never), so
         the suite's probe in the parent succeeds and the workers' construction fails.
     """
@@ -27,13 +28,19 @@ class FaultyEnv(gym.Env):
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
 
     def __init__(
-        self, fail_step: int = 0, fail_reset: int = 0, exit_step: int = 0, only_in_pid: int = 0
+        self,
+        fail_step: int = 0,
+        fail_reset: int = 0,
+        exit_step: int = 0,
+        only_in_pid: int = 0,
+        nan_step: int = 0,
     ) -> None:
         if only_in_pid and os.getpid() != only_in_pid:
             raise OSError(f"cannot build in process {os.getpid()}\nsecond line of the message")
         self.fail_step = fail_step
         self.exit_step = exit_step
         self.fail_reset = fail_reset
+        self.nan_step = nan_step
         self.steps = 0
         self.resets = 0
 
@@ -52,4 +59,5 @@ class FaultyEnv(gym.Env):
             raise RuntimeError(f"step {self.steps} went wrong\nsecond line of the message")
         if self.steps == self.exit_step:
             os._exit(3)
-        return np.zeros(3, np.float32), 0.0, False, False, {"success": False}
+        reward = float("nan") if self.steps == self.nan_step else 0.0
+        return np.zeros(3, np.float32), reward, False, False, {"success": False}

@@ -1,6 +1,8 @@
 """The mtrl command line end to end: short real runs on the cheap suite and on Meta-World MT10."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -123,3 +125,36 @@ def test_help_explains_overrides(capsys):
     out = capsys.readouterr().out
     for key in ("surgery=NAME", "resume=RUN_DIR", "logger.wandb", "eval.episodes"):
         assert key in out
+
+
+def test_diverging_task_stops_with_a_clear_error_and_an_intact_checkpoint(tmp_path, capsys):
+    tests_dir = str(Path(__file__).resolve().parent)
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    tasks = (
+        "[{id: Pendulum-v1, name: pendulum}, "
+        '{id: "rollout_faulty_env:FaultyEnv", name: faulty, kwargs: {nan_step: 25}}]'
+    )
+    code = main(
+        [
+            "train",
+            "quickstart",
+            "suite=classic-control",
+            f"suite.tasks={tasks}",
+            "suite.max_episode_steps=10",
+            f"out={tmp_path}",
+            "steps=200",
+            "warmup=10",
+            "checkpoint.every=20",
+            "eval.every=0",
+            *FAST,
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mtrl: error: training diverged at step ")
+    assert "non-finite (NaN/inf) gradient for faulty" in err and "checkpoint" in err
+    run = run_dir_of(tmp_path)
+    from mtrl.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 20

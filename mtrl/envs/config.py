@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import mtrl
-from mtrl.configtools import from_dict, load_yaml, set_dotted
-from mtrl.errors import MtrlError, close_matches
+from mtrl.configtools import from_dict, list_presets, load_yaml, preset_path, set_dotted
+from mtrl.errors import MtrlError
 
 PRESET_DIR = Path(mtrl.__file__).resolve().parents[1] / "envs"
 """Where suite presets live: ``envs/<name>.yaml`` at the repository root."""
@@ -56,31 +56,12 @@ class SuiteConfig:
 
 def list_suites() -> dict[str, str]:
     """Preset names under ``envs/`` with their one-line descriptions."""
-    suites = {}
-    for path in sorted(PRESET_DIR.glob("*.yaml")):
-        suites[path.stem] = str(load_yaml(path).get("description", ""))
-    return suites
-
-
-def _resolve_preset(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise MtrlError(f"suite file not found: {path}")
-        return path
-    preset = PRESET_DIR / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        names = [p.stem for p in PRESET_DIR.glob("*.yaml")]
-        raise MtrlError(
-            f"unknown suite {name_or_path!r}{close_matches(name_or_path, names)}; "
-            f"presets: {', '.join(sorted(names))} (or give a path to a .yaml file)"
-        )
-    return preset
+    return list_presets(PRESET_DIR)
 
 
 def load_suite_config(name_or_path: str, overrides: Mapping[str, Any] | None = None) -> SuiteConfig:
     """Read a preset name or YAML path into a ``SuiteConfig``; ``overrides`` keys may be dotted."""
-    path = _resolve_preset(name_or_path)
+    path = preset_path(name_or_path, PRESET_DIR, "suite")
     data = load_yaml(path)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)

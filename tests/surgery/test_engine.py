@@ -24,14 +24,22 @@ def regression_batch():
     return x, y
 
 
+def mse_loss(model: nn.Module):
+    """One task's regression loss as a function of (params, (x, y))."""
+
+    def loss_fn(p, batch):
+        xb, yb = batch
+        return ((functional_call(model, p, (xb,)) - yb) ** 2).mean()
+
+    return loss_fn
+
+
 def test_vmap_equals_loop_and_manual_backward():
     model = make_model()
     params = dict(model.named_parameters())
     x, y = regression_batch()
 
-    def loss_fn(p, batch):
-        xb, yb = batch
-        return ((functional_call(model, p, (xb,)) - yb) ** 2).mean()
+    loss_fn = mse_loss(model)
 
     G = per_task_grads(loss_fn, params, (x, y))
     G_loop = per_task_grads(loss_fn, params, (x, y), mode="loop")
@@ -127,9 +135,7 @@ def test_blocked_gradients_match_flat_ones_through_aggregators():
     params = dict(model.named_parameters())
     x, y = regression_batch()
 
-    def loss_fn(p, batch):
-        xb, yb = batch
-        return ((functional_call(model, p, (xb,)) - yb) ** 2).mean()
+    loss_fn = mse_loss(model)
 
     flat = per_task_grads(loss_fn, params, (x, y))
     blocks = per_task_grads(loss_fn, params, (x, y), flat=False)
