@@ -148,6 +148,12 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
+        else:
+            print(
+                "note: the checkpoint holds no replay buffer (checkpoint.replay=false); "
+                "the resumed run refills it, so it will not match an uninterrupted run",
+                file=sys.stderr,
+            )
         self.step, self.eval_count = int(state["step"]), int(state["eval_count"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.action_rng.bit_generator.state = state["rng"]["numpy"]
@@ -287,7 +293,9 @@ class Trainer:
         for ep in result.episodes:
             self.episodes.returns[ep.task].append(ep.episode_return)
             self.episodes.successes[ep.task].append(float(ep.success))
-        if self.step >= cfg.warmup:
+        # after a resume from a checkpoint without replay, refill a little before updating
+        refilled = len(self.replay) >= max(1, min(cfg.warmup, cfg.agent.batch_size))
+        if self.step >= cfg.warmup and refilled:
             start = time.perf_counter()
             log_now = (self.step + 1) % cfg.logger.every == 0
             for k in range(cfg.utd):

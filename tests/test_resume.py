@@ -63,3 +63,12 @@ def test_resume_rejects_changing_the_experiment(tmp_path, capsys):
     (run,) = tmp_path.iterdir()
     assert main(["train", f"resume={run}", "surgery=cagrad"]) == 2
     assert "'surgery' cannot change on resume" in capsys.readouterr().err
+
+
+def test_resume_without_replay_refills_and_finishes(tmp_path, capsys):
+    args = [*ARGS, "steps=40", "checkpoint.replay=false", f"out={tmp_path}"]
+    assert main(["train", *args]) == 0
+    (run,) = tmp_path.iterdir()
+    assert main(["train", f"resume={run}", "steps=60"]) == 0
+    assert "holds no replay buffer" in capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text())["steps"] == 60
