@@ -41,3 +41,16 @@ def machine_line() -> str:
         f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), python {platform.python_version()}"
     )
+
+
+def eval_curve(experiment: str, overrides: list[str], key: str) -> list[tuple[int, float]]:
+    """Train ``experiment`` quietly (no checkpoints) and return its (step, ``key``) eval points."""
+    from mtrl.config import resolve_config
+    from mtrl.logging import read_metrics
+    from mtrl.trainer import Trainer
+
+    cfg = resolve_config(experiment, [*overrides, "logger.progress=false", "checkpoint.every=0"])
+    trainer = Trainer(cfg)
+    trainer.run()
+    rows = read_metrics(trainer.run_dir / "metrics.jsonl")
+    return [(r["step"], r[key]) for r in rows if key in r]

@@ -21,11 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line
-
-from mtrl.config import resolve_config
-from mtrl.logging import read_metrics
-from mtrl.trainer import Trainer
+from common import eval_curve, machine_line
 
 METHODS = ("mean", "pcgrad", "cagrad")
 
@@ -34,23 +30,9 @@ def success_curve(
     method: str, seed: int, args: argparse.Namespace, out: Path
 ) -> list[tuple[int, float]]:
     """(step, mean eval success) pairs of one run."""
-    cfg = resolve_config(
-        f"cheap16-{method}",
-        [
-            f"suite={args.suite}",
-            f"seed={seed}",
-            f"steps={args.steps}",
-            f"eval.every={args.steps // args.evals}",
-            f"eval.episodes={args.episodes}",
-            f"out={out}",
-            "logger.progress=false",
-            "checkpoint.every=0",
-        ],
-    )
-    trainer = Trainer(cfg)
-    trainer.run()
-    rows = read_metrics(trainer.run_dir / "metrics.jsonl")
-    return [(r["step"], r["eval/success_mean"]) for r in rows if "eval/success_mean" in r]
+    overrides = [f"suite={args.suite}", f"seed={seed}", f"steps={args.steps}"]
+    overrides += [f"eval.every={args.steps // args.evals}", f"eval.episodes={args.episodes}"]
+    return eval_curve(f"cheap16-{method}", [*overrides, f"out={out}"], "eval/success_mean")
 
 
 def main(argv: list[str] | None = None) -> None:

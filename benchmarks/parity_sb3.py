@@ -21,11 +21,7 @@ import gymnasium as gym
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_line
-
-from mtrl.config import resolve_config
-from mtrl.logging import read_metrics
-from mtrl.trainer import Trainer
+from common import eval_curve, machine_line
 
 
 def sb3_curve(seed: int, steps: int, every: int, episodes: int) -> list[float]:
@@ -54,22 +50,9 @@ def sb3_curve(seed: int, steps: int, every: int, episodes: int) -> list[float]:
 
 def mtrl_curve(seed: int, steps: int, every: int, episodes: int, out: Path) -> list[float]:
     """Mean deterministic return of mtrl's MT-SAC at every ``every`` steps."""
-    cfg = resolve_config(
-        "pendulum-mtsac",
-        [
-            f"seed={seed}",
-            f"steps={steps}",
-            f"eval.every={every}",
-            f"eval.episodes={episodes}",
-            f"out={out}",
-            "logger.progress=false",
-            "checkpoint.every=0",
-        ],
-    )
-    trainer = Trainer(cfg)
-    trainer.run()
-    rows = read_metrics(trainer.run_dir / "metrics.jsonl")
-    return [r["eval/return_mean"] for r in rows if "eval/return_mean" in r]
+    overrides = [f"seed={seed}", f"steps={steps}", f"eval.every={every}"]
+    overrides += [f"eval.episodes={episodes}", f"out={out}"]
+    return [v for _, v in eval_curve("pendulum-mtsac", overrides, "eval/return_mean")]
 
 
 def main(argv: list[str] | None = None) -> None:
