@@ -33,6 +33,8 @@ class PointMassEnv(gym.Env):
     :param step_size: largest move per step along each axis.
     :param success_radius: success when closer than this to the goal.
     :param init_range: start uniformly in [-init_range, init_range]^2.
+    :param reward_scale: multiplies the reward (tasks of very different scales compete harder
+        for a shared network).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -45,6 +47,7 @@ class PointMassEnv(gym.Env):
         step_size: float = 0.1,
         success_radius: float = 0.1,
         init_range: float = 0.1,
+        reward_scale: float = 1.0,
     ) -> None:
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
@@ -53,6 +56,7 @@ class PointMassEnv(gym.Env):
         self._gain = -step_size if inverted else step_size
         self._success_radius = success_radius
         self._init_range = init_range
+        self._reward_scale = reward_scale
         self._x = self._y = 0.0
 
     def _obs(self) -> np.ndarray:
@@ -77,7 +81,8 @@ class PointMassEnv(gym.Env):
         self._x = min(max(self._x + self._gain * ax, -1.0), 1.0)
         self._y = min(max(self._y + self._gain * ay, -1.0), 1.0)
         dist = self._distance()
-        return self._obs(), -dist, False, False, {"success": dist < self._success_radius}
+        success = dist < self._success_radius
+        return self._obs(), -dist * self._reward_scale, False, False, {"success": success}
 
     def get_state(self) -> dict[str, Any]:
         """Position and RNG state: all a checkpoint needs to continue this env exactly."""

@@ -86,3 +86,14 @@ def test_registered_with_gymnasium():
     env.reset(seed=0)
     assert env.spec.max_episode_steps == 50
     np.testing.assert_allclose(env.unwrapped.goal, (0.0, 0.7), atol=1e-12)
+
+
+def test_reward_scale_multiplies_the_reward():
+    from mtrl.envs.pointmass import PointMassEnv
+
+    plain, scaled = PointMassEnv(goal_angle=90.0), PointMassEnv(goal_angle=90.0, reward_scale=0.1)
+    plain.reset(seed=4)
+    scaled.reset(seed=4)
+    r_plain = plain.step([0.5, -0.2])[1]
+    r_scaled = scaled.step([0.5, -0.2])[1]
+    assert r_plain < 0 and abs(r_scaled - 0.1 * r_plain) < 1e-12
