@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor
 
 
@@ -83,8 +82,3 @@ class Logger:
         """Close every sink."""
         for sink in self.sinks:
             sink.close()
-
-
-def to_float(value: Any) -> float:
-    """A Python float from a number or a one-element tensor."""
-    return float(value.item() if isinstance(value, torch.Tensor) else value)

@@ -61,6 +61,10 @@ class Shard:
             except Exception as exc:
                 self.close()
                 raise EnvFault(start + j, "construction", one_line(exc)) from exc
+        self._clear_episodes()
+
+    def _clear_episodes(self) -> None:
+        """Zero the running return, length and success of every env's episode."""
         n = len(self.envs)
         self._returns = [0.0] * n
         self._lengths = [0] * n
@@ -76,10 +80,7 @@ class Shard:
                 raise EnvFault(self.start + j, "reset", one_line(exc)) from exc
             self._seeds[j] = None
             a.obs[self.start + j] = obs
-        n = len(self.envs)
-        self._returns = [0.0] * n
-        self._lengths = [0] * n
-        self._successes = [False] * n
+        self._clear_episodes()
 
     def step(self) -> None:
         """Step every env with its row of ``actions``; reset finished envs in the same step."""
