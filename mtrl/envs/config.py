@@ -44,6 +44,9 @@ class SuiteConfig:
     benchmark (empty = all of it); gym: required; cheap: unused."""
     num_tasks: int | None = None
     """cheap: how many point-mass tasks (goal directions evenly spread, every other one inverted)."""
+    reward_scales: list[float] = field(default_factory=list)
+    """cheap: reward multiplier of each task in order (tasks past the end of the list keep 1.0).
+    A few tasks with much larger rewards dominate the mean gradient of a shared network."""
     max_episode_steps: int | None = None
     """Truncate after this many steps (metaworld 500, cheap 50, gym: the registered limit)."""
     reward_version: str | None = None

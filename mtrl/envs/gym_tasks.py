@@ -106,7 +106,7 @@ def _episode_steps(cfg: SuiteConfig, names: list[str], limits: list[int | None])
 def build_tasks(cfg: SuiteConfig, seed: int) -> tuple[list[RawTask], int]:
     """Kind ``gym``: one task per listed id or entry point, each built once to check its spaces."""
     del seed  # gym envs are seeded through reset(seed=...)
-    reject_fields(cfg, "benchmark", "num_tasks", "reward_version")
+    reject_fields(cfg, "benchmark", "num_tasks", "reward_version", "reward_scales")
     configs = cfg.task_configs()
     if not configs:
         raise MtrlError(f"suite {cfg.name!r}: kind 'gym' needs a list of tasks")

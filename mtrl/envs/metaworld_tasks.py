@@ -100,7 +100,7 @@ def _goals_for(bench: str, configs: list[TaskConfig], seed: int) -> list[tuple]:
 
 def build_tasks(cfg: SuiteConfig, seed: int) -> tuple[list[RawTask], int]:
     """Kind ``metaworld``: the benchmark's tasks (or the listed subset), goals seeded by ``seed``."""
-    reject_fields(cfg, "num_tasks")
+    reject_fields(cfg, "num_tasks", "reward_scales")
     version = cfg.reward_version or "v2"
     _check_choice("reward_version", version, REWARD_VERSIONS)
     if cfg.benchmark is None:

@@ -7,9 +7,14 @@ import pickle
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
+from mtrl.agents import MTSAC, AgentConfig
 from mtrl.envs import load_suite
 from mtrl.envs.pointmass import ENV_ID, task_params
+from mtrl.errors import MtrlError
+from mtrl.replay import MultiTaskReplay
+from mtrl.rollout import Rollout
 
 
 def _rollout(env, seed, actions):
@@ -97,3 +102,46 @@ def test_reward_scale_multiplies_the_reward():
     r_plain = plain.step([0.5, -0.2])[1]
     r_scaled = scaled.step([0.5, -0.2])[1]
     assert r_plain < 0 and abs(r_scaled - 0.1 * r_plain) < 1e-12
+
+
+def test_reward_scales_name_and_scale_the_tasks():
+    plain, scaled = load_suite("cheap16"), load_suite("cheap16-scaled")
+    assert scaled.task_names[:3] == ["goal000-x30", "goal022.5-inv-x30", "goal045"]
+    assert scaled.task_names[2:] == plain.task_names[2:]
+    action = np.array([0.3, -0.2], dtype=np.float32)
+    for task, factor in [(0, 30.0), (1, 30.0), (2, 1.0), (15, 1.0)]:
+        a, b = plain.make_env(task), scaled.make_env(task)
+        a.reset(seed=1), b.reset(seed=1)
+        assert b.step(action)[1] == pytest.approx(factor * a.step(action)[1])
+
+
+@pytest.mark.parametrize("scales", [[1.0] * 5, [2.0, -1.0]])
+def test_bad_reward_scales_are_rejected(scales):
+    with pytest.raises(MtrlError, match="reward_scales"):
+        load_suite("cheap4", {"reward_scales": scales})
+
+
+def _critic_grad_norms(suite_name: str) -> np.ndarray:
+    """Per-task critic gradient norms of a fresh MT-SAC on random transitions of a suite."""
+    suite = load_suite(suite_name)
+    replay = MultiTaskReplay(suite.num_tasks, 200, suite.obs_dim, suite.act_dim, "cpu", seed=0)
+    rng = np.random.default_rng(0)
+    with Rollout(suite, num_workers=0, seed=0) as rollout:
+        obs = rollout.reset()
+        for _ in range(100):
+            actions = rng.uniform(-1, 1, (suite.num_tasks, suite.act_dim)).astype(np.float32)
+            r = rollout.step(actions)
+            replay.add(obs, actions, r.reward, r.next_obs, r.terminated, r.truncated)
+            obs = r.obs
+    torch.manual_seed(0)
+    agent = MTSAC(suite.obs_dim, suite.act_dim, suite.num_tasks, AgentConfig(hidden=[64, 64]))
+    metrics = agent.update(replay.sample(64), diagnostics=True)
+    return metrics["diagnostics"]["critic"].task_norms.numpy()
+
+
+def test_scaled_tasks_dominate_the_shared_critic_gradient():
+    """The mechanism the scaled suite relies on: two loud tasks outweigh fourteen quiet ones."""
+    scaled, plain = _critic_grad_norms("cheap16-scaled"), _critic_grad_norms("cheap16")
+    assert np.median(scaled[:2]) > 10 * np.median(scaled[2:])
+    assert np.median(scaled[:2]) > np.sum(scaled[2:]) / 2
+    assert np.median(plain[:2]) < 3 * np.median(plain[2:])
