@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -131,15 +132,19 @@ def test_unknown_task_name_has_close_match():
         load_suite("mt10", {"tasks": ["reach-v2"]})
 
 
-def _first_obs(factory):
-    return factory().reset(seed=3)[0]
+FIRST_OBS = (
+    "import pickle, sys, numpy as np; factory = pickle.load(open(sys.argv[1], 'rb')); "
+    "np.save(sys.argv[2], factory().reset(seed=3)[0])"
+)
 
 
-def test_factory_pickles_and_builds_in_spawned_process(mt10):
+def test_factory_pickles_and_builds_in_a_fresh_interpreter(mt10, tmp_path):
     factory = mt10.env_factory(2)
     payload = pickle.dumps(factory)
     assert len(payload) < 100_000, "a factory should carry one task's goals, not the benchmark"
     expected = mt10.make_env(2).reset(seed=3)[0]
-    np.testing.assert_array_equal(_first_obs(pickle.loads(payload)), expected)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        np.testing.assert_array_equal(pool.apply(_first_obs, (factory,)), expected)
+    np.testing.assert_array_equal(pickle.loads(payload)().reset(seed=3)[0], expected)
+    (tmp_path / "factory.pkl").write_bytes(payload)
+    args = [sys.executable, "-c", FIRST_OBS, str(tmp_path / "factory.pkl"), str(tmp_path / "o.npy")]
+    subprocess.run(args, check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), expected)
