@@ -57,8 +57,10 @@ class LoggerConfig:
     """W&B project."""
     entity: str | None = None
     """W&B entity (team or user); None for the default."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to ``<run_dir>/tensorboard`` (needs ``tensorboard``)."""
     progress: bool = True
-    """Show a progress bar on the console."""
+    """Show a progress bar and a one-line summary at each evaluation on the console."""
 
 
 @dataclass

@@ -10,6 +10,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import Tensor
 from tqdm import tqdm
 
 from mtrl.agents import MTSAC
@@ -26,7 +28,9 @@ from mtrl.config import TrainConfig, config_from_dict, config_to_dict
 from mtrl.envs import TaskSuite, load_suite
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EvalResult, eval_seed, evaluate
-from mtrl.logging import JsonlSink, Logger
+from mtrl.logging import ConsoleSink, JsonlSink, Logger, Sink
+from mtrl.logging.figures import cosine_heatmap
+from mtrl.logging.system import system_info
 from mtrl.replay import MultiTaskReplay
 from mtrl.rollout import Rollout
 from mtrl.surgery import NonFiniteGradientError
@@ -35,6 +39,8 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+SYSTEM = "system.json"
+TENSORBOARD = "tensorboard"
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -86,11 +92,23 @@ class Trainer:
     :param cfg: the resolved run config.
     :param run_dir: where outputs go; a new ``<out>/<run name>`` when None.
     :param resume: continue from ``run_dir/checkpoint.pt``.
+    :param sinks: sinks to log to besides those the config asks for (e.g. a tuner's reporter).
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None, resume: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        sinks: Sequence[Sink] = (),
+    ):
         self.cfg = cfg
         self.device = make_device(cfg.device)
+        if cfg.logger.tensorboard:  # fail before the (possibly slow) suite is built
+            from mtrl.logging.tensorboard_sink import require_tensorboard
+
+            require_tensorboard()
+        self.extra_sinks = list(sinks)
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out) / run_name(cfg)
         self.resume = resume
         self.suite: TaskSuite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
@@ -118,7 +136,14 @@ class Trainer:
         self.last_eval: EvalResult | None = None
         self.episodes = EpisodeTracker()
         self.episodes.reset(s.num_tasks)
-        self.timers = {"env": 0.0, "update": 0.0, "eval": 0.0}
+        self.timers = {"env": 0.0, "update": 0.0, "surgery": 0.0, "eval": 0.0, "wall": 0.0}
+        """Cumulative seconds over the whole run (kept across resumes); surgery is within update,
+        wall counts everything from the start of ``run`` (of every resumed part)."""
+        self._wall_mark = time.perf_counter()
+        self.last_cosine: dict[str, Tensor] = {}
+        """The latest cosine matrix of task gradients per network, drawn at each evaluation."""
+        # throughput is measured from where this process started (or resumed) the run
+        self._started, self._steps_at_start, self._updates = time.perf_counter(), 0, 0
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self, obs: np.ndarray, rollout: Rollout) -> dict[str, Any]:
@@ -140,6 +165,7 @@ class Trainer:
 
     def save(self, obs: np.ndarray, rollout: Rollout) -> Path:
         """Write the checkpoint atomically into the run directory."""
+        self._tick()
         return save_checkpoint(self.checkpoint_state(obs, rollout), self.run_dir / CHECKPOINT)
 
     def restore(self) -> dict[str, Any]:
@@ -207,6 +233,9 @@ class Trainer:
         self._prepare_run_dir()
         saved = self.restore() if self.resume else None
         logger = Logger(self._sinks(), self.suite.task_names)
+        system = system_info(self.device)
+        (self.run_dir / SYSTEM).write_text(json.dumps(system, indent=2))
+        logger.write_info("system", system)
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -217,7 +246,8 @@ class Trainer:
             mininterval=0.5 if sys.stderr.isatty() else 30.0,  # keep log files short
         )
         started = time.perf_counter()
-        steps_at_start = self.step
+        self._started, self._steps_at_start, self._updates = started, self.step, 0
+        self._wall_mark = started
         try:
             with Rollout(self.suite, num_workers=cfg.num_workers, seed=cfg.seed) as rollout:
                 obs = rollout.reset()
@@ -227,10 +257,10 @@ class Trainer:
                     obs = self._vector_step(rollout, obs, logger)
                     self.step += 1
                     bar.update(1)
-                    self._periodic(rollout, obs, logger, bar, started, steps_at_start)
-                if self.last_eval is None or cfg.eval.every == 0 or self.step % cfg.eval.every:
+                    self._periodic(rollout, obs, logger, bar)
+                if self.last_eval is None:  # resumed a finished run: nothing was stepped
                     self.evaluate()
-                    logger.dump(self.step, self.last_eval.metrics())
+                    self._log(logger, evaluated=True)
                 self.save(obs, rollout)
         except KeyboardInterrupt:
             if (self.run_dir / CHECKPOINT).is_file():
@@ -248,16 +278,22 @@ class Trainer:
         finally:
             bar.close()
             logger.close()
-        summary = self.summary(time.perf_counter() - started)
+        self._tick()
+        summary = self.summary(self.timers["wall"])
         (self.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
         return summary
 
-    def _sinks(self) -> list:
-        """The metrics file always; W&B when ``logger.wandb`` is not off."""
+    def _sinks(self) -> list[Sink]:
+        """The metrics file always; console lines, TensorBoard and W&B as the config asks."""
         cfg = self.cfg
-        sinks: list = [
-            JsonlSink(self.run_dir / METRICS, keep_until=self.step if self.resume else None)
-        ]
+        kept = self.step if self.resume else None
+        sinks: list[Sink] = [JsonlSink(self.run_dir / METRICS, keep_until=kept)]
+        if cfg.logger.progress:
+            sinks.append(ConsoleSink())
+        if cfg.logger.tensorboard:
+            from mtrl.logging.tensorboard_sink import TensorBoardSink
+
+            sinks.append(TensorBoardSink(self.run_dir / TENSORBOARD, purge_after=kept))
         if cfg.logger.wandb != "off":
             from mtrl.logging.wandb_sink import WandbSink
 
@@ -273,7 +309,7 @@ class Trainer:
                     config=config_to_dict(cfg),
                 )
             )
-        return sinks
+        return sinks + self.extra_sinks
 
     def _vector_step(self, rollout: Rollout, obs: np.ndarray, logger: Logger) -> np.ndarray:
         cfg = self.cfg
@@ -308,37 +344,69 @@ class Trainer:
                         logger.record(f"surgery/{net}/conflict_fraction", d.conflict_fraction)
                         logger.record(f"surgery/{net}/direction_norm", d.direction_norm)
                         logger.record(f"surgery/{net}/grad_norm", d.task_norms)
+                        self.last_cosine[net] = d.cosine
             self.timers["update"] += time.perf_counter() - start
+            self._updates += cfg.utd
         return result.obs
 
-    def _periodic(
-        self,
-        rollout: Rollout,
-        obs: np.ndarray,
-        logger: Logger,
-        bar: tqdm,
-        started: float,
-        steps_at_start: int,
-    ) -> None:
+    def _periodic(self, rollout: Rollout, obs: np.ndarray, logger: Logger, bar: tqdm) -> None:
+        """Evaluate, log and checkpoint when their intervals come up; the last step evaluates."""
         cfg = self.cfg
         step = self.step
-        extra: dict[str, float] = {}
-        if cfg.eval.every and step % cfg.eval.every == 0:
-            extra.update(self.evaluate().metrics())
-        if step % cfg.logger.every == 0 or extra:
-            elapsed = time.perf_counter() - started
-            sps = (step - steps_at_start) / max(elapsed, 1e-9)
-            extra.update(self.episodes.metrics())
-            extra["perf/env_steps_per_s"] = sps * self.suite.num_tasks
-            extra.update({f"perf/time_{k}_s": v for k, v in self.timers.items()})
-            self.episodes.reset(self.suite.num_tasks)
-            logger.dump(step, extra)
-            postfix = {"sps": f"{sps:.0f}"}
+        final = step >= cfg.steps
+        evaluated = final or bool(cfg.eval.every and step % cfg.eval.every == 0)
+        if evaluated:
+            self.evaluate()
+        if evaluated or step % cfg.logger.every == 0:
+            row = self._log(logger, evaluated)
+            postfix = {"sps": f"{row['perf/env_steps_per_s'] / self.suite.num_tasks:.0f}"}
             if self.last_eval is not None:
                 postfix["success"] = f"{self.last_eval.success_mean:.2f}"
             bar.set_postfix(postfix, refresh=False)
-        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+        if not final and cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
             self.save(obs, rollout)
+
+    def _log(self, logger: Logger, evaluated: bool) -> dict[str, float]:
+        """Dump one row: the recorded means, episode statistics, timings, and the evaluation
+        with its cosine heatmaps when ``evaluated``."""
+        extra: dict[str, float] = {}
+        if evaluated:
+            assert self.last_eval is not None
+            extra.update(self.last_eval.metrics())
+        extra.update(self.episodes.metrics())
+        self.episodes.reset(self.suite.num_tasks)
+        extra.update(self._perf())
+        row = logger.dump(self.step, extra)
+        if evaluated and self.last_cosine and logger.accepts_images:
+            names = self.suite.task_names
+            logger.write_images(
+                self.step,
+                {
+                    f"surgery/{net}/cosine": cosine_heatmap(
+                        cosine.cpu().numpy(), names, f"{net}: cosine of task gradients"
+                    )
+                    for net, cosine in self.last_cosine.items()
+                },
+            )
+        return row
+
+    def _tick(self) -> None:
+        """Bring the cumulative surgery and wall-clock timers up to now."""
+        self.timers["surgery"] += self.agent.surgery_timer.take()
+        now = time.perf_counter()
+        self.timers["wall"] += now - self._wall_mark
+        self._wall_mark = now
+
+    def _perf(self) -> dict[str, float]:
+        """Throughput since this process started the run, and cumulative time per part."""
+        self._tick()
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        steps = self.step - self._steps_at_start
+        return {
+            "perf/env_steps_per_s": steps * self.suite.num_tasks / elapsed,
+            "perf/updates_per_s": self._updates / elapsed,
+            **{f"perf/time_{k}_s": v for k, v in self.timers.items()},
+        }
 
     def summary(self, wall_s: float) -> dict[str, Any]:
         """Final per-task and mean eval success and return, with where the outputs are."""

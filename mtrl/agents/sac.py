@@ -24,6 +24,7 @@ from mtrl.surgery import (
     per_task_grads,
     write_grads,
 )
+from mtrl.timing import SectionTimer
 
 Batch = dict[str, Tensor]
 """Replay batch: obs, action, reward, next_obs, terminated, each [T, B, ...]."""
@@ -90,6 +91,8 @@ class MTSAC:
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
         }
+        self.surgery_timer = SectionTimer(self.device)
+        """Time in the aggregators (both networks); read and reset with ``take()``."""
 
     def _make_aggregator(self, network: str, seed: int, task_names: list[str] | None) -> Aggregator:
         s = self.surgery_cfg
@@ -166,7 +169,8 @@ class MTSAC:
         )
         G, losses = out[0], out[1]
         aux = out[2] if has_aux else None
-        result = self.aggregators[network].aggregate(G)
+        with self.surgery_timer.section():
+            result = self.aggregators[network].aggregate(G)
         optimizer.zero_grad(set_to_none=True)
         write_grads(params, result.direction)
         if self.cfg.grad_clip is not None:

@@ -2,23 +2,49 @@
 
 Values are accumulated between dumps without a host-device sync (tensors stay on their device
 and are summed); ``dump`` turns the means into floats once per log point and hands one row to
-every sink.
+every sink. A sink that fails is reported once and skipped, except the required metrics file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 from torch import Tensor
+from tqdm import tqdm
+
+from mtrl.errors import MtrlError
 
 
 class Sink(Protocol):
-    """Where a row of metrics goes (a file, the console, W&B)."""
+    """Where logged values go (a file, the console, W&B, TensorBoard).
 
-    def write(self, step: int, metrics: dict[str, float]) -> None: ...
+    ``write`` and ``close`` are required. Subclass ``Sink`` to inherit no-op defaults for what
+    only some sinks take: images (set ``accepts_images = True`` to receive them) and run info.
+    """
 
-    def close(self) -> None: ...
+    required: ClassVar[bool] = False
+    """A required sink that fails stops the run with an error (the metrics file: resume and
+    ``mtrl compare`` read it); any other failing sink is reported once and skipped."""
+
+    accepts_images: ClassVar[bool] = False
+    """Whether ``write_images`` does something: images are only rendered if some sink takes them."""
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        """One row of scalars logged at ``step`` (env steps per task)."""
+        ...
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """RGB images [H, W, 3] uint8 by key, logged at ``step``; ignored by default."""
+
+    def write_info(self, name: str, info: dict[str, Any]) -> None:
+        """Facts about the run written once (e.g. ``system``: versions, device); ignored by default."""
+
+    def close(self) -> None:
+        """Flush and release; called once at the end of the run."""
+        ...
 
 
 class Logger:
@@ -33,6 +59,7 @@ class Logger:
         self.task_names = list(task_names)
         self._sums: dict[str, Any] = {}
         self._counts: dict[str, int] = {}
+        self._failed: set[int] = set()  # ids of sinks that raised
 
     def record(self, key: str, value: float | Tensor) -> None:
         """Add a value to the running mean of ``key``; a [T] tensor is expanded per task on dump."""
@@ -55,7 +82,7 @@ class Logger:
         row: dict[str, float] = {}
         for key, total in self._sums.items():
             mean = total / self._counts[key]
-            if isinstance(mean, Tensor) and mean.numel() > 1:
+            if isinstance(mean, Tensor) and mean.ndim >= 1:
                 values = mean.float().cpu().tolist()
                 names = (
                     self.task_names if len(self.task_names) == len(values) else range(len(values))
@@ -72,13 +99,49 @@ class Logger:
         row = self.means()
         if extra:
             row.update(extra)
-        for sink in self.sinks:
-            sink.write(step, row)
+        self._each("write", lambda sink: sink.write(step, row))
         self._sums.clear()
         self._counts.clear()
         return row
 
+    @property
+    def accepts_images(self) -> bool:
+        """True if some sink takes images (render them only then)."""
+        return any(sink.accepts_images for sink in self.sinks)
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """Hand RGB images [H, W, 3] uint8 to the sinks that take them."""
+        if images:
+            self._each("write_images", lambda sink: sink.write_images(step, images))
+
+    def write_info(self, name: str, info: dict[str, Any]) -> None:
+        """Hand run facts written once (e.g. ``system``) to every sink."""
+        self._each("write_info", lambda sink: sink.write_info(name, info))
+
     def close(self) -> None:
         """Close every sink."""
+        self._each("close", lambda sink: sink.close())
+
+    def _each(self, what: str, call: Callable[[Sink], None]) -> None:
+        """``call`` every sink; a sink that raises is reported once (not each time) and skipped."""
         for sink in self.sinks:
-            sink.close()
+            try:
+                call(sink)
+            except Exception as exc:
+                if sink.required:
+                    raise MtrlError(
+                        f"{type(sink).__name__}.{what} failed ({type(exc).__name__}: "
+                        f"{_first_line(exc)}); the last checkpoint is intact"
+                    ) from exc
+                if id(sink) not in self._failed:
+                    self._failed.add(id(sink))
+                    tqdm.write(
+                        f"warning: {type(sink).__name__}.{what} failed "
+                        f"({type(exc).__name__}: {_first_line(exc)}); training continues",
+                        file=sys.stderr,
+                    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
