@@ -1,4 +1,4 @@
-"""The ``mtrl`` command line: train, eval, envs, aggregators."""
+"""The ``mtrl`` command line: train, eval, compare, envs, aggregators."""
 
 from __future__ import annotations
 
@@ -31,6 +31,25 @@ examples:
   mtrl train mt10-pcgrad seed=3 steps=200000
   mtrl train experiments/cheap-cagrad.yaml surgery.c=0.9 eval.episodes=20
   mtrl train resume=runs/cheap4__pcgrad__seed0__20261125-120000
+"""
+
+COMPARE_HELP = """\
+Compare runs of several methods (and seeds) on one suite, from their run directories alone.
+
+RUN can be a run directory or a glob pattern (quote it to let mtrl expand it). Runs are grouped
+by --by (default: the aggregator, cfg.surgery.name) and compared at one env step: --step, or the
+smallest final step among them; runs still going count with their latest evaluation. For each group:
+number of runs, mean success and IQM (interquartile mean over runs x tasks, as rliable) with 95%
+stratified bootstrap CIs, success per task, and wall-clock per env step relative to `mean`.
+Outputs in --out: comparison.md (tables and figures), comparison.json, comparison.csv,
+success_curve.png, task_success.png, conflict.png.
+
+examples:
+  mtrl compare runs/cheap16__*
+  mtrl compare 'runs/cheap16__*' --out comparisons/cheap16 --reps 5000
+  mtrl compare runs/mt10__* --by experiment --wandb
+  mtrl compare runs/cheap16-scaled__* --step 2000             # mid-training, where they differ
+  mtrl compare runs/cheap16__cagrad__* --by surgery.c      # one group per CAGrad c
 """
 
 RESUMABLE = ("steps", "eval.", "logger.", "checkpoint.", "num_workers", "device", "torch_threads")
@@ -129,6 +148,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from mtrl.compare import compare
+    from mtrl.compare.report import console_text
+
+    out = args.out or str(Path("comparisons") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    result = compare(
+        args.runs,
+        out,
+        by=args.by,
+        reps=args.reps,
+        seed=args.seed,
+        wandb=args.wandb_mode if args.wandb else None,
+        step=args.step,
+    )
+    for warning in result.comparison.warnings:
+        print(f"mtrl compare: warning: {warning}", file=sys.stderr)
+    print(console_text(result.comparison))
+    print(
+        f"\noutputs: {out} (comparison.md, comparison.json, comparison.csv, "
+        + ", ".join(p.name for p in result.images.values())
+        + ")"
+    )
+    if result.wandb_dir is not None:
+        print(f"W&B run: {result.wandb_dir}")
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from mtrl.envs import list_suites, load_suite
 
@@ -189,6 +237,42 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="", help="cpu or cuda (default: the run's)")
     ev.add_argument("--num-workers", type=int, default=0, help="rollout worker processes")
     ev.set_defaults(fn=cmd_eval)
+    cmp = sub.add_parser(
+        "compare",
+        help="compare runs of several methods: tables, bootstrap CIs, plots, W&B",
+        description=COMPARE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories or glob patterns")
+    cmp.add_argument(
+        "--by",
+        default="aggregator",
+        help="group runs by: aggregator (default), experiment, or any dotted config key "
+        "(e.g. surgery.c, agent.hidden, seed)",
+    )
+    cmp.add_argument("--out", default="", help="output folder (default: comparisons/<time>)")
+    cmp.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="compare at this env step per task (the latest evaluation at or before it; "
+        "default: the smallest final step)",
+    )
+    cmp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    cmp.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table and figures to a W&B run (job type compare, project from the "
+        "runs' logger.project), online with a login, else offline under OUT/wandb",
+    )
+    cmp.add_argument(
+        "--wandb-mode",
+        default="online",
+        choices=["online", "offline"],
+        help="with --wandb: online (default; offline without a login) or offline",
+    )
+    cmp.set_defaults(fn=cmd_compare)
     envs = sub.add_parser(
         "envs",
         help="list task suites, or the tasks of one",
