@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -13,6 +14,22 @@ import yaml
 
 from mtrl.errors import MtrlError, close_matches
 
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``3e-4`` as a float as YAML 1.2 does (1.1 wants ``3.0e-4``)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with ``YamlLoader``."""
+    return yaml.load(text, Loader=YamlLoader)
+
 T = TypeVar("T")
 
 
@@ -22,7 +39,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MtrlError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -64,7 +81,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise MtrlError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mtrl.agents import MTSAC
 from mtrl.checkpoint import load_checkpoint, save_checkpoint
 from mtrl.config import TrainConfig, config_from_dict, config_to_dict
+from mtrl.configtools import yaml_load
 from mtrl.envs import TaskSuite, load_suite
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EvalResult, eval_seed, evaluate
@@ -55,7 +56,7 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise MtrlError(f"{run_dir} is not a run directory (no {CONFIG})")
-    return config_from_dict(yaml.safe_load(path.read_text()))
+    return config_from_dict(yaml_load(path.read_text()))
 
 
 def make_device(name: str) -> torch.device:

@@ -64,3 +64,11 @@ def test_missing_experiment_lists_presets():
         resolve_config("quickstrat")
     with pytest.raises(MtrlError, match="experiment file not found"):
         resolve_config("nowhere/exp.yaml")
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """YAML 1.1 reads 3e-3 as a string; the override and preset parser reads it as a float."""
+    cfg = resolve_config("quickstart", ["agent.actor_lr=3e-3", "agent.hidden=[64, 64]"])
+    assert cfg.agent.actor_lr == pytest.approx(0.003) and isinstance(cfg.agent.actor_lr, float)
+    with pytest.raises(MtrlError, match="seed"):
+        resolve_config("quickstart", ["seed=e5"])
