@@ -8,6 +8,7 @@ per-task gradients of the critic and of the actor are combined by the configured
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from mtrl.agents.config import AgentConfig, SurgeryConfig
 from mtrl.agents.networks import Actor, Critic, squashed_sample
 from mtrl.surgery import (
     Aggregator,
+    NonFiniteGradientError,
     get_aggregator,
     gradient_diagnostics,
     per_task_grads,
@@ -35,6 +37,16 @@ def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) 
     """target <- (1 - tau) target + tau source, parameter by parameter."""
     for p, tp in zip(source.parameters(), target.parameters(), strict=True):
         tp.lerp_(p, tau)
+
+
+def _one_task(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
+    """A [T, B] -> [T] loss as a per-task loss for vmap: the task's batch becomes T = 1."""
+
+    def task_loss(params: dict[str, Tensor], tb: Batch) -> Any:
+        out = loss_fn(params, {k: v[None] for k, v in tb.items()})
+        return (out[0][0], out[1][0]) if has_aux else out[0]
+
+    return task_loss
 
 
 class MTSAC:
@@ -115,15 +127,23 @@ class MTSAC:
         return action.cpu().numpy()
 
     # ----------------------------------------------------------------------- per-task losses
-    def _critic_task_loss(self, params: dict[str, Tensor], tb: Batch) -> Tensor:
-        q = functional_call(self.critic, params, (tb["obs"], tb["action"]))  # [E, B]
-        return 0.5 * ((q - tb["target"]) ** 2).mean(dim=-1).sum()
+    # Each loss is written once over a [T, B, ...] batch and returns a [T] vector; the
+    # per-task engine vmaps it over the task axis with T = 1 inside (see ``_one_task``).
+    def _critic_losses(self, params: dict[str, Tensor], tb: Batch) -> Tensor:
+        T, B = tb["target"].shape
+        obs, action = tb["obs"].reshape(T * B, -1), tb["action"].reshape(T * B, -1)
+        q = functional_call(self.critic, params, (obs, action))  # [E, T * B]
+        return 0.5 * ((q.view(-1, T, B) - tb["target"]) ** 2).mean(dim=-1).sum(dim=0)
 
-    def _actor_task_loss(self, params: dict[str, Tensor], tb: Batch) -> tuple[Tensor, Tensor]:
-        mean, log_std = functional_call(self.actor, params, (tb["obs"],))
+    def _actor_losses(self, params: dict[str, Tensor], tb: Batch) -> tuple[Tensor, Tensor]:
+        """Per-task actor losses [T], and mean log-probabilities [T] as the auxiliary output."""
+        T, B = tb["obs"].shape[:2]
+        obs = tb["obs"].reshape(T * B, -1)
+        mean, log_std = functional_call(self.actor, params, (obs,))
         action, log_prob = squashed_sample(mean, log_std)
-        q = self.critic(tb["obs"], action).min(dim=0).values
-        return (tb["alpha"] * log_prob - q).mean(), log_prob.mean()
+        q = self.critic(obs, action).min(dim=0).values
+        log_prob = log_prob.view(T, B)
+        return (tb["alpha"][:, None] * log_prob - q.view(T, B)).mean(dim=-1), log_prob.mean(dim=-1)
 
     @torch.no_grad()
     def critic_targets(self, batch: Batch) -> Tensor:
@@ -142,13 +162,13 @@ class MTSAC:
         target = self.critic_targets(batch)
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
-            critic = torch.func.vmap(self._critic_task_loss, in_dims=(None, 0))(
+            critic = self._critic_losses(
                 dict(self.critic.named_parameters()),
                 {"obs": batch["obs"], "action": batch["action"], "target": target},
             )
-            actor, log_prob = torch.func.vmap(
-                self._actor_task_loss, in_dims=(None, 0), randomness="different"
-            )(dict(self.actor.named_parameters()), {"obs": batch["obs"], "alpha": alpha})
+            actor, log_prob = self._actor_losses(
+                dict(self.actor.named_parameters()), {"obs": batch["obs"], "alpha": alpha}
+            )
         alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).detach()
         return {"critic": critic, "actor": actor, "alpha": alpha_loss}
 
@@ -158,27 +178,56 @@ class MTSAC:
         network: str,
         module: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        loss_fn: Any,
+        loss_fn: Callable[..., Any],
         batch: Batch,
         has_aux: bool,
         diagnostics: dict[str, Any] | None,
     ) -> tuple[Tensor, Any]:
+        """One optimizer step of ``module`` on the per-task losses ``loss_fn`` ([T, B] -> [T]).
+
+        A linear aggregator (mean, sum) without diagnostics takes the fused path: one backward
+        of the weighted loss sum, the same direction as combining per-task gradients.
+        """
         params = dict(module.named_parameters())
-        out = per_task_grads(
-            loss_fn, params, batch, has_aux=has_aux, return_losses=True, flat=False
-        )
-        G, losses = out[0], out[1]
-        aux = out[2] if has_aux else None
-        with self.surgery_timer.section():
-            result = self.aggregators[network].aggregate(G)
+        aggregator = self.aggregators[network]
+        weights = None if diagnostics is not None else aggregator.fixed_weights(self.num_tasks)
         optimizer.zero_grad(set_to_none=True)
-        write_grads(params, result.direction)
+        if weights is not None:
+            out = loss_fn(params, batch)
+            losses, aux = (out[0], out[1]) if has_aux else (out, None)
+            torch.dot(weights.to(losses), losses).backward()
+            self._check_finite(network, losses, module)
+        else:
+            out = per_task_grads(
+                _one_task(loss_fn, has_aux),
+                params,
+                batch,
+                has_aux=has_aux,
+                return_losses=True,
+                flat=False,
+            )
+            G, losses = out[0], out[1]
+            aux = out[2] if has_aux else None
+            with self.surgery_timer.section():
+                result = aggregator.aggregate(G)
+            write_grads(params, result.direction)
+            if diagnostics is not None:
+                diagnostics[network] = gradient_diagnostics(G, result)
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
         optimizer.step()
-        if diagnostics is not None:
-            diagnostics[network] = gradient_diagnostics(G, result)
-        return losses, aux
+        return losses.detach(), aux.detach() if aux is not None else None
+
+    def _check_finite(self, network: str, losses: Tensor, module: torch.nn.Module) -> None:
+        """Raise NonFiniteGradientError naming the tasks whose loss is NaN/inf (one host sync)."""
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if bool(torch.isfinite(losses.sum() + norm)):
+            return
+        names = self.aggregators[network].task_names or [str(i) for i in range(self.num_tasks)]
+        bad = [names[i] for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist()]
+        where = f"tasks {', '.join(bad)}" if bad else "the combined gradient (losses are finite)"
+        raise NonFiniteGradientError(f"{network}: non-finite loss or gradient in {where}")
 
     def update(self, batch: Batch, diagnostics: bool = False) -> dict[str, Any]:
         """One gradient step on critic, actor and temperatures; polyak-update the target.
@@ -195,7 +244,7 @@ class MTSAC:
             "critic",
             self.critic,
             self.critic_opt,
-            self._critic_task_loss,
+            self._critic_losses,
             {"obs": batch["obs"], "action": batch["action"], "target": target},
             False,
             diag,
@@ -207,7 +256,7 @@ class MTSAC:
                 "actor",
                 self.actor,
                 self.actor_opt,
-                self._actor_task_loss,
+                self._actor_losses,
                 {"obs": batch["obs"], "alpha": alpha},
                 True,
                 diag,

@@ -139,13 +139,36 @@ def test_multihead_selects_the_task_head():
     assert torch.isfinite(agent.update(batch)["critic_loss"]).all()
 
 
-def test_nan_loss_names_the_task():
-    agent = small_agent("pcgrad")
+@pytest.mark.parametrize("name", ["pcgrad", "mean"])  # per-task path, fused path
+def test_nan_loss_names_the_task(name):
+    agent = small_agent(name)
     batch = mt10_batch()
     batch["reward"][4, 0] = float("nan")
     agent.aggregators["critic"].task_names = [f"t{i}" for i in range(T)]
     with pytest.raises(MtrlError, match=r"non-finite.*t4"):
         agent.update(batch)
+
+
+@pytest.mark.parametrize("name", ["mean", "sum"])
+def test_fused_path_of_linear_aggregators_equals_their_per_task_path(name):
+    """Without diagnostics mean/sum take one fused backward; with them, per-task gradients."""
+    fused, per_task = small_agent(name), small_agent(name)
+    batch = mt10_batch()
+    torch.manual_seed(3)
+    a = fused.update(batch)
+    torch.manual_seed(3)
+    b = per_task.update(batch, diagnostics=True)
+    assert "diagnostics" in b and "diagnostics" not in a
+    torch.testing.assert_close(a["critic_loss"], b["critic_loss"])
+    for p, q in zip(fused.critic.parameters(), per_task.critic.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    moved = [
+        (p - q).abs().max()
+        for p, q in zip(fused.critic.parameters(), _params(small_agent(name).critic), strict=True)
+    ]
+    assert (
+        max(moved) > 1e-4
+    )  # the update did move the critic, so the equality above means something
 
 
 def test_state_dict_roundtrip_gives_identical_updates():

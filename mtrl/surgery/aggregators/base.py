@@ -84,6 +84,14 @@ class Aggregator:
             result.direction = result.direction[0]
         return result
 
+    def fixed_weights(self, tasks: int) -> Tensor | None:
+        """Task weights that do not depend on the gradients, or None (the default).
+
+        A linear aggregator's direction is the gradient of the weighted loss sum, which one
+        fused backward gives without forming per-task gradients (MT-SAC uses this fast path).
+        """
+        return None
+
     def raise_non_finite(self, G: Tensor | TaskGradients) -> None:
         """Raise NonFiniteGradientError naming the tasks whose gradients hold NaN/inf."""
         check_gradients(G, self.task_names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from mtrl.surgery.aggregators.base import Aggregation, Aggregator
 from mtrl.surgery.aggregators.registry import register_aggregator
@@ -19,6 +20,9 @@ class Mean(Aggregator):
         tasks = G.num_tasks
         return Aggregation([], torch.full((tasks,), 1.0 / tasks, dtype=G.dtype, device=G.device))
 
+    def fixed_weights(self, tasks: int) -> Tensor:
+        return torch.full((tasks,), 1.0 / tasks)
+
 
 @register_aggregator("sum")
 class Sum(Aggregator):
@@ -28,3 +32,6 @@ class Sum(Aggregator):
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         return Aggregation([], torch.ones(G.num_tasks, dtype=G.dtype, device=G.device))
+
+    def fixed_weights(self, tasks: int) -> Tensor:
+        return torch.ones(tasks)
