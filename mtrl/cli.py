@@ -10,12 +10,14 @@ from typing import Any
 from mtrl.errors import MtrlError
 
 TRAIN_HELP = """\
-Train MT-SAC with gradient surgery on a task suite.
+Train MT-SAC with gradient surgery on a task suite (or, with agent=sb3-sac-per-task, one
+Stable-Baselines3 SAC per task: the single-task reference).
 
 EXPERIMENT is a name under experiments/ (e.g. quickstart, mt10-pcgrad) or a YAML path.
 Overrides are key=value pairs, values parsed as YAML:
   suite=NAME|PATH         task suite preset (mtrl envs lists them); suite.KEY=V overrides a field
   agent=NAME|PATH         agent preset under agents/; agent.KEY=V overrides a hyperparameter
+                          (agent.algorithm=mtsac|sb3-sac-per-task picks what trains)
   surgery=NAME            aggregator (mtrl aggregators lists them); surgery.OPTION=V sets an option
   seed=K  steps=N (env steps per task)  device=cpu|cuda  out=DIR  num_workers=N
   torch_threads=N (0: torch's default)  warmup=N  utd=N  buffer_size=N (per task)
@@ -37,7 +39,8 @@ COMPARE_HELP = """\
 Compare runs of several methods (and seeds) on one suite, from their run directories alone.
 
 RUN can be a run directory or a glob pattern (quote it to let mtrl expand it). Runs are grouped
-by --by (default: the aggregator, cfg.surgery.name) and compared at one env step: --step, or the
+by --by (default: the aggregator, cfg.surgery.name, or the algorithm of runs without surgery such
+as sb3-sac-per-task) and compared at one env step: --step, or the
 smallest final step among them; runs still going count with their latest evaluation. For each group:
 number of runs, mean success and IQM (interquartile mean over runs x tasks, as rliable) with 95%
 stratified bootstrap CIs, success per task, and wall-clock per env step relative to `mean`.
@@ -68,7 +71,7 @@ def _print_table(summary: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from mtrl.config import resolve_config
     from mtrl.configtools import parse_override
-    from mtrl.trainer import Trainer
+    from mtrl.runners import make_runner
 
     items = list(args.overrides)
     experiment = args.experiment
@@ -82,20 +85,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if experiment is None:
             raise MtrlError("give an experiment (e.g. mtrl train quickstart) or resume=RUN_DIR")
-        trainer = Trainer(resolve_config(experiment, items))
+        trainer = make_runner(resolve_config(experiment, items))
     print(f"run directory: {trainer.run_dir}")
     summary = trainer.run()
     _print_table(summary)
-    print(f"outputs: {trainer.run_dir} (config.yaml, metrics.jsonl, checkpoint.pt, summary.json)")
+    outputs = getattr(trainer, "outputs", "config.yaml, metrics.jsonl, checkpoint.pt, summary.json")
+    print(f"outputs: {trainer.run_dir} ({outputs})")
     return 0
 
 
 def _resume_trainer(run_dir: str, items: list[str]):
     from mtrl.config import config_from_dict, config_to_dict
     from mtrl.configtools import parse_override, set_dotted
-    from mtrl.trainer import Trainer, read_run_config
+    from mtrl.runners import make_runner, runner_spec
+    from mtrl.trainer import read_run_config
 
-    data = config_to_dict(read_run_config(run_dir))
+    cfg = read_run_config(run_dir)
+    if not runner_spec(cfg.agent.algorithm).resume:
+        raise MtrlError(
+            f"runs of agent.algorithm={cfg.agent.algorithm} cannot be resumed; start a new run"
+        )
+    data = config_to_dict(cfg)
     for item in items:
         key, value = parse_override(item)
         if not key.startswith(RESUMABLE):
@@ -104,38 +114,26 @@ def _resume_trainer(run_dir: str, items: list[str]):
                 f"logger.*, checkpoint.*"
             )
         set_dotted(data, key, value)
-    return Trainer(config_from_dict(data), run_dir=run_dir, resume=True)
+    return make_runner(config_from_dict(data), run_dir=run_dir, resume=True)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mtrl.agents import MTSAC
-    from mtrl.checkpoint import load_checkpoint
     from mtrl.envs import load_suite
     from mtrl.evaluation import evaluate
-    from mtrl.trainer import CHECKPOINT, make_device, read_run_config
+    from mtrl.rundir import make_device, read_run_config
+    from mtrl.runners import load_target, runner_spec
 
     path = Path(args.run)
-    run_dir, ckpt = (path.parent, path) if path.is_file() else (path, path / CHECKPOINT)
+    run_dir = path.parent if path.is_file() else path
     cfg = read_run_config(run_dir)
     device = make_device(args.device or cfg.device)
+    spec = runner_spec(cfg.agent.algorithm)
+    if not spec.policy:
+        raise MtrlError(f"mtrl eval cannot load runs of agent.algorithm={cfg.agent.algorithm}")
+    policy, step = load_target(spec.policy)(path, cfg, device)
     suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
-    agent = MTSAC(
-        suite.obs_dim,
-        suite.act_dim,
-        suite.num_tasks,
-        cfg.agent,
-        cfg.surgery,
-        device,
-        suite.task_names,
-    )
-    state = load_checkpoint(ckpt, map_location=device)
-    agent.load_state_dict(state["agent"])
-    step = int(state["step"])
-    del state  # the replay buffer in it may be large
     episodes = args.episodes or cfg.eval.episodes
-    result = evaluate(
-        lambda o: agent.act(o, deterministic=True), suite, episodes, args.seed, args.num_workers
-    )
+    result = evaluate(policy, suite, episodes, args.seed, args.num_workers)
     summary = {
         "success": dict(zip(result.task_names, result.success.tolist(), strict=True)),
         "return": dict(zip(result.task_names, result.returns.tolist(), strict=True)),

@@ -26,6 +26,7 @@ from mtrl.configtools import (
     to_dict,
 )
 from mtrl.errors import MtrlError, close_matches
+from mtrl.runners import check_config
 from mtrl.surgery import aggregator_options
 
 ROOT = Path(mtrl.__file__).resolve().parents[1]
@@ -214,6 +215,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise MtrlError(message)
+    check_config(cfg)  # what the chosen agent.algorithm does not implement
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

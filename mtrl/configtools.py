@@ -30,6 +30,7 @@ def yaml_load(text: str) -> Any:
     """Parse YAML text with ``YamlLoader``."""
     return yaml.load(text, Loader=YamlLoader)
 
+
 T = TypeVar("T")
 
 

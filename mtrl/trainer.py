@@ -6,85 +6,63 @@ sideways. A run is a function of its resolved config and writes only under its r
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 from tqdm import tqdm
 
 from mtrl.agents import MTSAC
 from mtrl.checkpoint import load_checkpoint, save_checkpoint
-from mtrl.config import TrainConfig, config_from_dict, config_to_dict
-from mtrl.configtools import yaml_load
+from mtrl.config import TrainConfig
 from mtrl.envs import TaskSuite, load_suite
 from mtrl.errors import MtrlError
-from mtrl.evaluation import EvalResult, eval_seed, evaluate
-from mtrl.logging import ConsoleSink, JsonlSink, Logger, Sink
+from mtrl.evaluation import EvalResult, Policy, eval_seed, evaluate
+from mtrl.logging import Logger, Sink
+from mtrl.logging.episodes import EpisodeTracker
 from mtrl.logging.figures import cosine_heatmap
-from mtrl.logging.system import system_info
 from mtrl.replay import MultiTaskReplay
 from mtrl.rollout import Rollout
+from mtrl.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    SYSTEM,
+    TENSORBOARD,
+    check_sinks,
+    create_run_dir,
+    due_at,
+    make_device,
+    open_sinks,
+    read_run_config,
+    run_name,
+    run_summary,
+    write_summary,
+    write_system,
+)
 from mtrl.surgery import NonFiniteGradientError
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.yaml"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-SYSTEM = "system.json"
-TENSORBOARD = "tensorboard"
-
-
-def run_name(cfg: TrainConfig) -> str:
-    """``<suite>__<aggregator>__seed<k>__<time>``: seeds of one method sort together."""
-    suite = Path(cfg.suite).stem
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{suite}__{cfg.surgery.name}__seed{cfg.seed}__{stamp}"
-
-
-def read_run_config(run_dir: str | Path) -> TrainConfig:
-    """The resolved config saved in a run directory."""
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise MtrlError(f"{run_dir} is not a run directory (no {CONFIG})")
-    return config_from_dict(yaml_load(path.read_text()))
-
-
-def make_device(name: str) -> torch.device:
-    """The torch device for ``name``; asking for CUDA without one is a user error."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MtrlError(f"device={name} was asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
-@dataclass
-class EpisodeTracker:
-    """Training episode statistics per task between log points."""
-
-    returns: list[list[float]] = field(default_factory=list)
-    successes: list[list[float]] = field(default_factory=list)
-
-    def reset(self, tasks: int) -> None:
-        self.returns = [[] for _ in range(tasks)]
-        self.successes = [[] for _ in range(tasks)]
-
-    def metrics(self) -> dict[str, float]:
-        done = [i for i, r in enumerate(self.returns) if r]
-        if not done:
-            return {}
-        return {
-            "train/episode_return_mean": float(np.mean([np.mean(self.returns[i]) for i in done])),
-            "train/success_mean": float(np.mean([np.mean(self.successes[i]) for i in done])),
-        }
+__all__ = [  # the run-directory names stay importable from here
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "SUMMARY",
+    "SYSTEM",
+    "TENSORBOARD",
+    "EpisodeTracker",
+    "Trainer",
+    "load_policy",
+    "make_device",
+    "read_run_config",
+    "run_name",
+]
 
 
 class Trainer:
@@ -103,12 +81,14 @@ class Trainer:
         resume: bool = False,
         sinks: Sequence[Sink] = (),
     ):
+        if cfg.agent.algorithm != "mtsac":
+            raise MtrlError(
+                f"Trainer runs agent.algorithm=mtsac, not {cfg.agent.algorithm!r}: "
+                "build runs with mtrl.runners.make_runner(cfg)"
+            )
         self.cfg = cfg
         self.device = make_device(cfg.device)
-        if cfg.logger.tensorboard:  # fail before the (possibly slow) suite is built
-            from mtrl.logging.tensorboard_sink import require_tensorboard
-
-            require_tensorboard()
+        check_sinks(cfg)  # fail before the (possibly slow) suite is built
         self.extra_sinks = list(sinks)
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out) / run_name(cfg)
         self.resume = resume
@@ -206,12 +186,7 @@ class Trainer:
             if not (self.run_dir / CHECKPOINT).is_file():
                 raise MtrlError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
             return
-        if (self.run_dir / CONFIG).exists():
-            raise MtrlError(f"run directory {self.run_dir} already holds a run; use resume=")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CONFIG).write_text(
-            yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False)
-        )
+        create_run_dir(self.cfg, self.run_dir)
 
     def evaluate(self) -> EvalResult:
         """Deterministic evaluation of the current policy on fresh envs."""
@@ -234,9 +209,7 @@ class Trainer:
         self._prepare_run_dir()
         saved = self.restore() if self.resume else None
         logger = Logger(self._sinks(), self.suite.task_names)
-        system = system_info(self.device)
-        (self.run_dir / SYSTEM).write_text(json.dumps(system, indent=2))
-        logger.write_info("system", system)
+        write_system(self.run_dir, self.device, logger)
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -281,36 +254,13 @@ class Trainer:
             logger.close()
         self._tick()
         summary = self.summary(self.timers["wall"])
-        (self.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+        write_summary(self.run_dir, summary)
         return summary
 
     def _sinks(self) -> list[Sink]:
         """The metrics file always; console lines, TensorBoard and W&B as the config asks."""
-        cfg = self.cfg
         kept = self.step if self.resume else None
-        sinks: list[Sink] = [JsonlSink(self.run_dir / METRICS, keep_until=kept)]
-        if cfg.logger.progress:
-            sinks.append(ConsoleSink())
-        if cfg.logger.tensorboard:
-            from mtrl.logging.tensorboard_sink import TensorBoardSink
-
-            sinks.append(TensorBoardSink(self.run_dir / TENSORBOARD, purge_after=kept))
-        if cfg.logger.wandb != "off":
-            from mtrl.logging.wandb_sink import WandbSink
-
-            sinks.append(
-                WandbSink(
-                    cfg.logger.wandb,
-                    self.run_dir,
-                    project=cfg.logger.project,
-                    entity=cfg.logger.entity,
-                    name=self.run_dir.name,
-                    group=cfg.name or None,
-                    tags=[cfg.surgery.name, self.suite.name],
-                    config=config_to_dict(cfg),
-                )
-            )
-        return sinks + self.extra_sinks
+        return open_sinks(self.cfg, self.run_dir, self.suite.name, kept, self.extra_sinks)
 
     def _vector_step(self, rollout: Rollout, obs: np.ndarray, logger: Logger) -> np.ndarray:
         cfg = self.cfg
@@ -328,8 +278,7 @@ class Trainer:
             obs, actions, result.reward, result.next_obs, result.terminated, result.truncated
         )
         for ep in result.episodes:
-            self.episodes.returns[ep.task].append(ep.episode_return)
-            self.episodes.successes[ep.task].append(float(ep.success))
+            self.episodes.add(ep.task, ep.episode_return, ep.success)
         # after a resume from a checkpoint without replay, refill a little before updating
         refilled = len(self.replay) >= max(1, min(cfg.warmup, cfg.agent.batch_size))
         if self.step >= cfg.warmup and refilled:
@@ -352,19 +301,16 @@ class Trainer:
 
     def _periodic(self, rollout: Rollout, obs: np.ndarray, logger: Logger, bar: tqdm) -> None:
         """Evaluate, log and checkpoint when their intervals come up; the last step evaluates."""
-        cfg = self.cfg
-        step = self.step
-        final = step >= cfg.steps
-        evaluated = final or bool(cfg.eval.every and step % cfg.eval.every == 0)
-        if evaluated:
+        due = due_at(self.cfg, self.step)
+        if due.evaluate:
             self.evaluate()
-        if evaluated or step % cfg.logger.every == 0:
-            row = self._log(logger, evaluated)
+        if due.log:
+            row = self._log(logger, due.evaluate)
             postfix = {"sps": f"{row['perf/env_steps_per_s'] / self.suite.num_tasks:.0f}"}
             if self.last_eval is not None:
                 postfix["success"] = f"{self.last_eval.success_mean:.2f}"
             bar.set_postfix(postfix, refresh=False)
-        if not final and cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+        if due.checkpoint:
             self.save(obs, rollout)
 
     def _log(self, logger: Logger, evaluated: bool) -> dict[str, float]:
@@ -411,22 +357,32 @@ class Trainer:
 
     def summary(self, wall_s: float) -> dict[str, Any]:
         """Final per-task and mean eval success and return, with where the outputs are."""
-        ev = self.last_eval
-        assert ev is not None
-        return {
-            "experiment": self.cfg.name,
-            "suite": self.suite.name,
-            "aggregator": self.cfg.surgery.name,
-            "seed": self.cfg.seed,
-            "steps": self.step,
-            "eval_episodes": ev.episodes,
-            "success_mean": ev.success_mean,
-            "return_mean": ev.return_mean,
-            "success": dict(zip(ev.task_names, ev.success.tolist(), strict=True)),
-            "return": dict(zip(ev.task_names, ev.returns.tolist(), strict=True)),
-            "wall_s": wall_s,
-            "run_dir": str(self.run_dir),
-        }
+        assert self.last_eval is not None
+        return run_summary(
+            self.cfg, self.suite.name, self.step, self.last_eval, wall_s, self.run_dir
+        )
+
+
+def load_policy(path: str | Path, cfg: TrainConfig, device: torch.device) -> tuple[Policy, int]:
+    """The deterministic policy of an MT-SAC run (a run directory or a checkpoint file) and the
+    step it was saved at, for ``mtrl eval``."""
+    path = Path(path)
+    ckpt = path if path.is_file() else path / CHECKPOINT
+    suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
+    agent = MTSAC(
+        suite.obs_dim,
+        suite.act_dim,
+        suite.num_tasks,
+        cfg.agent,
+        cfg.surgery,
+        device,
+        suite.task_names,
+    )
+    state = load_checkpoint(ckpt, map_location=device)
+    agent.load_state_dict(state["agent"])
+    step = int(state["step"])
+    del state  # the replay buffer in it may be large
+    return (lambda obs: agent.act(obs, deterministic=True)), step
 
 
 def _as_tuple(value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
+import operator
 import os
 import signal
 import subprocess
@@ -170,6 +171,34 @@ def test_seeding_repeats_and_does_not_depend_on_workers(cheap: TaskSuite) -> Non
             np.testing.assert_array_equal(a, b)
     different = trajectory(cheap, 0, seed=4, steps=steps)
     assert not np.array_equal(base[0], different[0])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_reset_with_a_seed_restarts_like_a_new_rollout(cheap: TaskSuite, num_workers: int) -> None:
+    rng = np.random.default_rng(0)
+    with (
+        Rollout(cheap, num_workers=num_workers, seed=3) as rollout,
+        Rollout(cheap, num_workers=0, seed=7) as fresh,
+    ):
+        rollout.reset()
+        rollout.step(random_actions(rng, cheap))
+        np.testing.assert_array_equal(rollout.reset(seed=7), fresh.reset())
+        actions = random_actions(rng, cheap)
+        np.testing.assert_array_equal(rollout.step(actions).next_obs, fresh.step(actions).next_obs)
+
+
+def test_call_reaches_envs_in_workers_and_reraises(cheap: TaskSuite) -> None:
+    task_index = operator.attrgetter("task_index")  # picklable, like SB3's get_attr helpers
+    with Rollout(cheap, num_workers=2, seed=0) as rollout:
+        rollout.reset()
+        assert rollout.call(task_index) == [0, 1, 2, 3]
+        assert rollout.call(task_index, [3, 0, 2]) == [3, 0, 2]
+        with pytest.raises(AttributeError, match="nope"):
+            rollout.call(operator.attrgetter("nope"), [1])
+        with pytest.raises(IndexError):
+            rollout.call(task_index, [4])
+        rollout.step(np.zeros((cheap.num_tasks, cheap.act_dim), np.float32))  # still usable
+        assert rollout.call(task_index, [1]) == [1]
 
 
 def test_shard_bounds_are_contiguous_and_balanced() -> None:

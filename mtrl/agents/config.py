@@ -10,6 +10,10 @@ from typing import Any, Literal
 class AgentConfig:
     """MT-SAC hyperparameters; defaults follow the MT10 references (see DESIGN.md)."""
 
+    algorithm: str = "mtsac"
+    """What trains on the suite (``mtrl.runners`` lists them): ``mtsac`` (one multi-task SAC
+    with gradient surgery) or ``sb3-sac-per-task`` (one Stable-Baselines3 SAC per task, the
+    single-task reference: same hyperparameters, no surgery)."""
     hidden: list[int] = field(default_factory=lambda: [400, 400, 400])
     """Hidden layer sizes of the actor and of each critic (ReLU)."""
     multihead: bool = False

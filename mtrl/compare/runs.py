@@ -17,12 +17,13 @@ from typing import Any
 from mtrl.config import config_to_dict
 from mtrl.errors import MtrlError, close_matches
 from mtrl.logging import read_metrics
-from mtrl.trainer import CONFIG, METRICS, SUMMARY, read_run_config
+from mtrl.rundir import CONFIG, METRICS, SUMMARY, read_run_config
+from mtrl.runners import DEFAULT_ALGORITHM, method_label
 
 SUCCESS = "eval/success_mean"
 TASK_SUCCESS = "eval/success/"
 UNSET = "unset"
-#: ``--by`` shorthands for config keys.
+#: ``--by`` shorthands for config keys (``aggregator`` is the method: see ``run_method``).
 BY_ALIASES = {"aggregator": "surgery.name", "experiment": "name"}
 
 
@@ -54,7 +55,8 @@ class Run:
 
     @property
     def aggregator(self) -> str:
-        return str(self.config["surgery"]["name"])
+        """The method: the aggregator of an MT-SAC run, else its algorithm (``run_method``)."""
+        return run_method(self.config)
 
     @property
     def finished(self) -> bool:
@@ -137,9 +139,19 @@ def load_run(path: str | Path) -> Run:
     return Run(path, config, rows, summary)
 
 
+def run_method(config: dict[str, Any]) -> str:
+    """What a run's group is called by default: its aggregator under MT-SAC, or the name of an
+    algorithm without surgery (e.g. ``sb3-sac-per-task``), as in its run directory's name."""
+    algorithm = str(config.get("agent", {}).get("algorithm", DEFAULT_ALGORITHM))
+    return method_label(algorithm, str(config["surgery"]["name"]))
+
+
 def config_value(config: dict[str, Any], key: str) -> tuple[bool, Any]:
     """(found, value) of a dotted config key; ``surgery.X`` also finds ``surgery.options.X``
-    and ``suite.X`` finds ``suite_overrides.X``, as on the ``mtrl train`` command line."""
+    and ``suite.X`` finds ``suite_overrides.X``, as on the ``mtrl train`` command line;
+    ``aggregator`` is the run's method (``run_method``)."""
+    if key == "aggregator":
+        return True, run_method(config)
     key = BY_ALIASES.get(key, key)
     candidates = [key]
     head, _, rest = key.partition(".")
@@ -174,8 +186,8 @@ def _dotted_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def group_runs(runs: list[Run], by: str) -> dict[str, list[Run]]:
-    """Runs grouped by a config key: ``aggregator`` (surgery.name), ``experiment`` (the
-    experiment name) or any dotted key; groups in first-seen order."""
+    """Runs grouped by a config key: ``aggregator`` (the method, ``run_method``), ``experiment``
+    (the experiment name) or any dotted key; groups in first-seen order."""
     found = [config_value(r.config, by) for r in runs]
     if not any(ok for ok, _ in found):
         keys = [*BY_ALIASES, *_dotted_keys(runs[0].config)]

@@ -11,13 +11,14 @@ same :class:`Shard` code in-process.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import pickle
 import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -202,11 +203,63 @@ class Rollout:
 
     # -- public API -------------------------------------------------------------------
 
-    def reset(self) -> np.ndarray:
-        """Reset every env (seeded on the first reset) and return obs ``[T, obs_dim]``."""
-        self._command(protocol.RESET, "reset")
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset every env (seeded on the first reset) and return obs ``[T, obs_dim]``.
+
+        :param seed: reseed every env as a new ``Rollout(suite, seed=seed)`` would on its first
+            reset (task i with ``task_seed(seed, i)``); None continues the envs' own streams.
+        """
+        payloads = None
+        if seed is not None:
+            seeds = [task_seed(seed, i) for i in range(self.num_tasks)]
+            for shard in self._shards:
+                shard.reseed(seeds[shard.start : shard.stop])
+            bounds = self.shards if self._workers else []
+            payloads = {
+                w.index: protocol.RESET + json.dumps(seeds[a:b]).encode()
+                for w, (a, b) in zip(self._workers, bounds, strict=True)
+            }
+            self.seed = seed
+        self._command(protocol.RESET, "reset", payloads)
         self._was_reset = True
         return self._arrays.obs.copy()
+
+    def call(self, function: Callable[[Any], Any], tasks: Iterable[int] | None = None) -> list[Any]:
+        """``function(env)`` on the envs of ``tasks`` (all by default), wherever they live.
+
+        For rare inspection and configuration, such as Stable-Baselines3's ``get_attr``: with
+        workers, ``function`` and its results are pickled (use a module-level function or a
+        ``functools.partial`` of one). An exception raised by ``function`` is raised here, and
+        the rollout stays usable.
+
+        :returns: the results in the order of ``tasks``.
+        """
+        if self.closed:
+            raise RolloutError("the rollout is closed")
+        order = list(range(self.num_tasks)) if tasks is None else [int(i) for i in tasks]
+        for i in order:
+            if not 0 <= i < self.num_tasks:
+                raise IndexError(f"task {i} out of range for {self.num_tasks} tasks")
+        results: dict[int, Any] = {}
+        for shard in self._shards:
+            mine = [i for i in order if shard.start <= i < shard.stop]
+            results.update(zip(mine, shard.call(function, mine), strict=True))
+        bounds = self.shards if self._workers else []
+        wanted = {
+            w.index: [i for i in order if a <= i < b]
+            for w, (a, b) in zip(self._workers, bounds, strict=True)
+        }
+        if any(wanted.values()):
+            payloads = {
+                k: protocol.CALL + pickle.dumps((function, tasks)) for k, tasks in wanted.items()
+            }
+            replies = self._command(protocol.CALL, "call", payloads)
+            for k, tasks in wanted.items():
+                ok, value = pickle.loads(replies[k][len(protocol.OK) :])
+                if not ok:
+                    raise value
+                results.update(zip(tasks, value, strict=True))
+        return [results[i] for i in order]
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Step every env with its row of ``actions`` ``[T, act_dim]``; autoreset in place."""

@@ -70,6 +70,14 @@ class Shard:
         self._lengths = [0] * n
         self._successes = [False] * n
 
+    def reseed(self, seeds: Sequence[int]) -> None:
+        """Seed each env's next reset with ``seeds`` (as the first reset of a new shard)."""
+        self._seeds = list(seeds)
+
+    def call(self, function: Callable[[Any], Any], tasks: Sequence[int]) -> list[Any]:
+        """``function(env)`` for each of ``tasks`` (indices on the suite's task axis)."""
+        return [function(self.envs[i - self.start]) for i in tasks]
+
     def reset(self) -> None:
         """Reset every env (seeded on the first reset only) and write ``obs``."""
         a = self.arrays

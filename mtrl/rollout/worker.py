@@ -3,8 +3,12 @@
 Protocol on the worker's pipe (bytes only, never pickled per step):
 parent -> worker ``STEP`` / ``RESET`` / ``QUIT``; worker -> parent ``OK`` after building its
 envs and after each command, or ``FAULT`` + JSON ``[task, phase, message]`` when an env
-raised. For checkpoints only (rare, so pickled): ``GET_STATE`` is answered with ``OK`` + the
-pickled env states, and ``SET_STATE`` + pickled states restores them. The data itself lives in the shared arrays. Must not import torch.
+raised. ``RESET`` may carry JSON seeds for the shard's envs (a reseed). For checkpoints and
+inspection only (rare, so pickled): ``GET_STATE`` is answered with ``OK`` + the pickled env
+states, ``SET_STATE`` + pickled states restores them, and ``CALL`` + a pickled
+``(function, tasks)`` is answered with ``OK`` + the pickled ``(ok, results or exception)`` of
+``function(env)`` on those tasks' envs (an exception there leaves the worker running). The data
+itself lives in the shared arrays. Must not import torch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ RESET = b"r"
 QUIT = b"q"
 GET_STATE = b"g"
 SET_STATE = b"w"
+CALL = b"c"
 OK = b"k"
 FAULT = b"E"
 
@@ -37,6 +42,19 @@ def decode_fault(reply: bytes) -> EnvFault:
     """Inverse of :func:`encode_fault`."""
     task, phase, message = json.loads(reply[len(FAULT) :].decode())
     return EnvFault(task, phase, message)
+
+
+def call_reply(shard: Shard, payload: bytes) -> bytes:
+    """Run a pickled ``(function, tasks)`` on the shard; pickle ``(True, results)`` or, if the
+    function (or pickling its results) raised, ``(False, exception)``."""
+    try:
+        function, tasks = pickle.loads(payload)
+        return pickle.dumps((True, shard.call(function, tasks)))
+    except Exception as exc:
+        try:
+            return pickle.dumps((False, exc))
+        except Exception:  # an exception that cannot be pickled: keep its type name and text
+            return pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
 def worker_main(
@@ -65,8 +83,12 @@ def worker_main(
             try:
                 if command == STEP:
                     shard.step()
-                elif command == RESET:
+                elif command.startswith(RESET):
+                    if len(command) > len(RESET):
+                        shard.reseed(json.loads(command[len(RESET) :].decode()))
                     shard.reset()
+                elif command.startswith(CALL):
+                    reply = OK + call_reply(shard, command[len(CALL) :])
                 elif command == GET_STATE:
                     reply = OK + pickle.dumps(shard.get_state())
                 elif command.startswith(SET_STATE):
