@@ -37,9 +37,22 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup
+# Peer implementations for benchmarks/peers.py, kept out of the project's dependencies.
+PEERS := benchmarks/.peers/.stamp
+$(PEERS): benchmarks/requirements-peers.txt
+	$(PIP) install --quiet --target benchmarks/.peers --no-deps -r benchmarks/requirements-peers.txt
+	touch $(PEERS)
+
+# Quick versions of every benchmark (about 20 minutes on 2 cores); each script has --full.
+bench: setup $(PEERS)
 	$(PY) benchmarks/surgery.py
+	$(PY) benchmarks/update_cost.py --quick
+	$(PY) benchmarks/peers.py --quick
 	$(PY) benchmarks/rollout.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/parity_sb3.py --quick
+	$(PY) benchmarks/learning_cheap.py --seeds 0 1
+	$(PY) benchmarks/learning_mt10.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache benchmarks/.peers

@@ -5,7 +5,8 @@ Same budget, seeds, network (2 x 256), batch (256), learning rate, warm-up of ra
 through the plug-in path (``envs/pendulum.yaml``), so its observation carries a one-hot of size 1.
 
     python benchmarks/parity_sb3.py                 # 8,000 steps, seeds 0 1 2
-    python benchmarks/parity_sb3.py --steps 20000 --seeds 0 1 2 3 4
+    python benchmarks/parity_sb3.py --quick         # 4,000 steps, seed 0
+    python benchmarks/parity_sb3.py --full          # 20,000 steps, seeds 0-4
 """
 
 from __future__ import annotations
@@ -59,11 +60,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=8000, help="env steps per run")
+    parser.add_argument("--steps", type=int, default=None, help="env steps per run (8,000)")
     parser.add_argument("--evals", type=int, default=4, help="evaluations per run")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per evaluation")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (0 1 2)")
+    parser.add_argument("--quick", action="store_true", help="4,000 steps, seed 0 (make bench)")
+    parser.add_argument("--full", action="store_true", help="20,000 steps, seeds 0-4")
     args = parser.parse_args(argv)
+    args.steps = args.steps or (4000 if args.quick else 20000 if args.full else 8000)
+    args.seeds = args.seeds or ([0] if args.quick else list(range(5)) if args.full else [0, 1, 2])
     torch.set_num_threads(1)
     every = args.steps // args.evals
     print(machine_line())

@@ -9,7 +9,8 @@ For an MLP (39 + T) -> 400 -> 400 -> 400 -> 1 and 128 samples per task it times,
 (d) each registered aggregator on the resulting G,
 and prints every time as a ratio to (a).
 
-    python benchmarks/surgery.py            # T = 10 and 50
+    python benchmarks/surgery.py            # T = 10 and 50, 20 repeats
+    python benchmarks/surgery.py --full     # T = 10, 50 and 100, 100 repeats
     python benchmarks/surgery.py --tasks 10 --repeats 5
 """
 
@@ -97,8 +98,12 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tasks", type=int, nargs="+", default=[10, 50], help="values of T")
-    parser.add_argument("--repeats", type=int, default=20, help="timed calls per measurement")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement")
+    parser.add_argument("--full", action="store_true", help="100 repeats, T = 10, 50, 100")
     args = parser.parse_args(argv)
+    if args.full and args.tasks == [10, 50]:
+        args.tasks = [10, 50, 100]
+    args.repeats = args.repeats or (100 if args.full else 20)
     print(machine_line())
     for tasks in args.tasks:
         rows = bench(tasks, args.repeats)

@@ -39,7 +39,7 @@ def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) 
         tp.lerp_(p, tau)
 
 
-def _one_task(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
+def per_task_loss(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
     """A [T, B] -> [T] loss as a per-task loss for vmap: the task's batch becomes T = 1."""
 
     def task_loss(params: dict[str, Tensor], tb: Batch) -> Any:
@@ -128,7 +128,7 @@ class MTSAC:
 
     # ----------------------------------------------------------------------- per-task losses
     # Each loss is written once over a [T, B, ...] batch and returns a [T] vector; the
-    # per-task engine vmaps it over the task axis with T = 1 inside (see ``_one_task``).
+    # per-task engine vmaps it over the task axis with T = 1 inside (see ``per_task_loss``).
     def _critic_losses(self, params: dict[str, Tensor], tb: Batch) -> Tensor:
         T, B = tb["target"].shape
         obs, action = tb["obs"].reshape(T * B, -1), tb["action"].reshape(T * B, -1)
@@ -199,7 +199,7 @@ class MTSAC:
             self._check_finite(network, losses, module)
         else:
             out = per_task_grads(
-                _one_task(loss_fn, has_aux),
+                per_task_loss(loss_fn, has_aux),
                 params,
                 batch,
                 has_aux=has_aux,

@@ -1,0 +1,108 @@
+"""Training throughput: env steps/s of a full MT10 training loop per aggregator, with breakdown.
+
+Trains ``experiments/mt10-<method>.yaml`` (MT-SAC 3 x 400, batch 128 per task, 2 rollout
+workers) for a short budget per aggregator, methods interleaved, and reads the run's own
+cumulative timers (``perf/time_*_s`` in metrics.jsonl): env stepping, updates, and the part of
+the updates spent in the aggregator. Throughput counts env steps of all tasks per second of
+env + update time (the final evaluation is left out).
+
+    python benchmarks/throughput.py                      # CPU, 250 steps per task after warm-up
+    python benchmarks/throughput.py --device cuda --full
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line
+
+METHODS = ("mean", "pcgrad", "cagrad")
+EXPERIMENT = {"mean": "mt10-mtsac", "pcgrad": "mt10-pcgrad", "cagrad": "mt10-cagrad"}
+
+
+def run_once(method: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+    """One short training run; its final cumulative timers and throughput."""
+    from mtrl.config import resolve_config
+    from mtrl.logging import read_metrics
+    from mtrl.trainer import Trainer
+
+    overrides = [
+        f"suite={args.suite}",
+        f"steps={args.warmup + args.steps}",
+        f"warmup={args.warmup}",
+        f"device={args.device}",
+        f"num_workers={args.workers}",
+        "eval.every=0",
+        "eval.episodes=1",
+        "checkpoint.every=0",
+        "checkpoint.replay=false",
+        "logger.progress=false",
+        f"logger.every={args.steps}",
+        f"out={out}",
+    ]
+    trainer = Trainer(resolve_config(EXPERIMENT[method], overrides))
+    trainer.run()
+    row = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if "perf/time_env_s" in r][-1]
+    env, update = row["perf/time_env_s"], row["perf/time_update_s"]
+    steps = (args.warmup + args.steps) * trainer.suite.num_tasks
+    return {
+        "env_s": env,
+        "update_s": update,
+        "surgery_s": row["perf/time_surgery_s"],
+        "sps": steps / (env + update),
+        "ms_per_update": 1000 * update / args.steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=None, help="update steps per task")
+    parser.add_argument("--warmup", type=int, default=50, help="random-action steps first")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per method")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=2, help="rollout worker processes")
+    parser.add_argument("--suite", default="mt10")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--full", action="store_true", help="1,000 steps, 3 repeats")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (1000 if args.full else 150)
+    args.repeats = args.repeats or (3 if args.full else 1)
+    print(machine_line(), f"| device {args.device}, {args.workers} rollout workers")
+    if args.device.startswith("cuda"):
+        import torch
+
+        print(f"GPU: {torch.cuda.get_device_name()}")
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            for method in args.methods:  # interleaved, so load drifts hit every method alike
+                results[method].append(run_once(method, args, Path(tmp)))
+    base = statistics.median(r["sps"] for r in results[args.methods[0]])
+    print(
+        f"\n{args.suite}: {args.warmup} warm-up + {args.steps} update steps per task, "
+        f"median of {args.repeats} run(s) per method"
+    )
+    print(
+        f"{'method':8s} {'env steps/s':>11s} {'x mean':>7s} {'ms/update':>10s} "
+        f"{'env':>6s} {'update':>7s} {'surgery':>8s}   (share of env + update time)"
+    )
+    for method in args.methods:
+        rs = results[method]
+        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        total = med["env_s"] + med["update_s"]
+        print(
+            f"{method:8s} {med['sps']:11.1f} {med['sps'] / base:7.2f} {med['ms_per_update']:10.1f} "
+            f"{med['env_s'] / total:6.0%} {med['update_s'] / total:7.0%} "
+            f"{med['surgery_s'] / total:8.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

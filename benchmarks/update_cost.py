@@ -1,0 +1,177 @@
+"""Time per full MT-SAC training update (critic + actor + temperatures) per aggregator.
+
+Builds the agents exactly as ``experiments/mt{T}-{mtsac,pcgrad,cagrad}.yaml`` do (agent preset
+``mtsac``: actor and twin critic 3 x 400, batch 128 per task; CAGrad c = 0.9 on MT10, 0.5 on
+MT50) on an MT10-shaped (T = 10, obs 39 + 10, act 4) and an MT50-shaped (T = 50, obs 39 + 50)
+random batch, and times ``MTSAC.update(batch)``, the methods taking turns in every round.
+Besides ``mean`` (mtrl's per-task path, aggregated by averaging) it times ``plain``: an
+ordinary fused MT-SAC update (one backward of the mean loss over all T x B samples, no
+per-task gradients), checked first to give the same parameters as ``mean``.
+
+    python benchmarks/update_cost.py                 # --quick: both shapes, CPU
+    python benchmarks/update_cost.py --full
+    python benchmarks/update_cost.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved_times, load_line, machine_line
+
+from mtrl.agents import MTSAC, polyak_update
+from mtrl.agents.networks import squashed_sample
+from mtrl.config import resolve_config
+
+OBS, ACT = 39, 4
+METHODS = ("plain", "mean", "pcgrad", "cagrad")
+EXPERIMENT = {"mean": "mtsac", "pcgrad": "pcgrad", "cagrad": "cagrad"}
+TARGETS = {"pcgrad": 1.15, "cagrad": 1.2}
+"""Issue targets: time per update relative to ``mean``."""
+PUBLISHED = {"pcgrad": 9.7 / 7.3, "cagrad": 20.9 / 7.3}
+"""Nash-MTL paper, MT10, seconds per episode relative to MT-SAC (end to end)."""
+
+Batch = dict[str, Tensor]
+
+
+def random_batch(tasks: int, batch: int, device: torch.device, seed: int = 0) -> Batch:
+    """A replay-shaped batch [T, B, ...]: random observations with the one-hot task id at the end."""
+    gen = torch.Generator().manual_seed(seed)
+    eye = torch.eye(tasks)[:, None, :].expand(tasks, batch, tasks)
+    out = {
+        "obs": torch.cat([torch.randn(tasks, batch, OBS, generator=gen), eye], dim=-1),
+        "action": torch.rand(tasks, batch, ACT, generator=gen) * 2 - 1,
+        "reward": torch.randn(tasks, batch, generator=gen),
+        "next_obs": torch.cat([torch.randn(tasks, batch, OBS, generator=gen), eye], dim=-1),
+        "terminated": (torch.rand(tasks, batch, generator=gen) < 0.01).float(),
+    }
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def make_agent(method: str, tasks: int, device: torch.device) -> tuple[MTSAC, int]:
+    """The agent of ``experiments/mt{tasks}-<method>.yaml`` (same seed) and its batch size."""
+    cfg = resolve_config(f"mt{tasks}-{EXPERIMENT.get(method, 'mtsac')}")
+    torch.manual_seed(0)
+    agent = MTSAC(OBS + tasks, ACT, tasks, cfg.agent, cfg.surgery, device=device, seed=0)
+    return agent, cfg.agent.batch_size
+
+
+def plain_update(agent: MTSAC, batch: Batch) -> None:
+    """An ordinary MT-SAC update: each loss is the mean over all T x B samples, one backward each.
+
+    Same losses, temperatures and target update as ``MTSAC.update`` with ``mean``, without
+    per-task gradients (tests/agents/test_mtsac.py checks the two agree).
+    """
+    T, B = batch["reward"].shape
+    obs, act = batch["obs"].reshape(T * B, -1), batch["action"].reshape(T * B, -1)
+    target = agent.critic_targets(batch)
+    q = agent.critic(obs, act).view(-1, T, B)
+    critic_loss = 0.5 * ((q - target) ** 2).mean(dim=-1).sum(0).mean()
+    agent.critic_opt.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    agent.critic_opt.step()
+
+    alpha = agent.log_alpha.exp().detach()
+    action, log_prob = squashed_sample(*agent.actor(obs))
+    agent.critic.requires_grad_(False)
+    try:
+        q_pi = agent.critic(obs, action).min(dim=0).values.view(T, B)
+    finally:
+        agent.critic.requires_grad_(True)
+    actor_loss = (alpha[:, None] * log_prob.view(T, B) - q_pi).mean()
+    agent.actor_opt.zero_grad(set_to_none=True)
+    actor_loss.backward()
+    agent.actor_opt.step()
+
+    task_log_prob = log_prob.view(T, B).mean(dim=1).detach()
+    alpha_loss = -(agent.log_alpha * (task_log_prob + agent.target_entropy)).sum()
+    agent.alpha_opt.zero_grad(set_to_none=True)
+    alpha_loss.backward()
+    agent.alpha_opt.step()
+    polyak_update(agent.critic, agent.critic_target, agent.cfg.tau)
+
+
+def check_plain_equals_mean(agent: MTSAC, batch: Batch) -> float:
+    """Largest parameter difference after one ``plain`` and one ``mean`` update from one state."""
+    ours, ref = copy.deepcopy(agent), copy.deepcopy(agent)
+    torch.manual_seed(7)
+    ours.update(batch)
+    torch.manual_seed(7)
+    plain_update(ref, batch)
+    diffs = [
+        (a - b).abs().max().item()
+        for net in ("actor", "critic", "critic_target")
+        for a, b in zip(
+            getattr(ours, net).parameters(), getattr(ref, net).parameters(), strict=True
+        )
+    ]
+    return max([*diffs, (ours.log_alpha - ref.log_alpha).abs().max().item()])
+
+
+def bench(tasks: int, device: torch.device, rounds: int) -> dict[str, float]:
+    """Median seconds per update of every method, on one batch of the mt{tasks} shape."""
+    agents = {m: make_agent(m, tasks, device) for m in METHODS}
+    batch = random_batch(tasks, agents["mean"][1], device)
+    diff = check_plain_equals_mean(agents["mean"][0], batch)
+    tol = 1e-4 if device.type == "cpu" else 1e-3
+    if diff > tol:
+        raise SystemExit(f"plain and mean updates differ by {diff:.2e} (> {tol}): fix plain_update")
+    print(f"check: plain and mean updates agree (max parameter difference {diff:.1e})")
+    fns = {
+        m: (lambda a=a: plain_update(a, batch)) if m == "plain" else (lambda a=a: a.update(batch))
+        for m, (a, _) in agents.items()
+    }
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return interleaved_times(fns, rounds, warmup=2, sync=sync)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="15 rounds (the default)")
+    mode.add_argument("--full", action="store_true", help="50 rounds")
+    parser.add_argument("--rounds", type=int, help="rounds (each method once per round)")
+    parser.add_argument("--tasks", type=int, nargs="+", choices=[10, 50], default=[10, 50])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounds = args.rounds or (50 if args.full else 15)
+    device = torch.device(args.device)
+    print(machine_line())
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+    print(f"device {device}, {rounds} rounds, methods take turns; median ms per MTSAC.update")
+    for tasks in args.tasks:
+        print(f"\nMT{tasks}-shaped batch: T = {tasks}, obs {OBS}+{tasks}, act {ACT}; {load_line()}")
+        times = bench(tasks, device, rounds)
+        mean = times["mean"]
+        print(
+            f"{'method':8s} {'ms':>9s} {'x mean':>7s} {'x plain':>8s} {'target':>7s} {'peers':>6s}"
+        )
+        for m in METHODS:
+            target = f"<={TARGETS[m]:.2f}" if m in TARGETS else ""
+            peer = f"{PUBLISHED[m]:.2f}" if m in PUBLISHED else ""
+            print(
+                f"{m:8s} {times[m] * 1e3:9.1f} {times[m] / mean:7.2f} "
+                f"{times[m] / times['plain']:8.2f} {target:>7s} {peer:>6s}"
+            )
+        print(f"({load_line()})")
+    print(
+        "\npeers: published end-to-end time on MT10 relative to MT-SAC (Nash-MTL paper, "
+        "seconds per episode: MT-SAC 7.3, PCGrad 9.7, CAGrad 20.9)"
+    )
+
+
+if __name__ == "__main__":
+    main()
