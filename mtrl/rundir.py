@@ -22,6 +22,7 @@ from mtrl.configtools import yaml_load
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EvalResult
 from mtrl.logging import ConsoleSink, JsonlSink, Logger, Sink
+from mtrl.logging.episodes import EpisodeTracker
 from mtrl.logging.system import system_info
 from mtrl.runners import method_label
 
@@ -176,3 +177,27 @@ def run_summary(
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     """Write ``summary.json``: its presence marks a finished run (``mtrl compare``)."""
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+
+
+def row_extras(
+    last_eval: EvalResult | None, evaluated: bool, episodes: EpisodeTracker, tasks: int
+) -> dict[str, float]:
+    """The values a log row adds to the recorded means: the evaluation (when one just ran)
+    and the training-episode statistics since the last row (which are then cleared)."""
+    extra: dict[str, float] = {}
+    if evaluated:
+        assert last_eval is not None
+        extra.update(last_eval.metrics())
+    extra.update(episodes.metrics())
+    episodes.reset(tasks)
+    return extra
+
+
+def progress_postfix(
+    row: dict[str, float], tasks: int, last_eval: EvalResult | None
+) -> dict[str, str]:
+    """The progress bar's postfix after a log row: steps/s per task and the latest success."""
+    postfix = {"sps": f"{row['perf/env_steps_per_s'] / tasks:.0f}"}
+    if last_eval is not None:
+        postfix["success"] = f"{last_eval.success_mean:.2f}"
+    return postfix

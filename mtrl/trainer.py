@@ -41,7 +41,9 @@ from mtrl.rundir import (
     due_at,
     make_device,
     open_sinks,
+    progress_postfix,
     read_run_config,
+    row_extras,
     run_name,
     run_summary,
     write_summary,
@@ -306,9 +308,7 @@ class Trainer:
             self.evaluate()
         if due.log:
             row = self._log(logger, due.evaluate)
-            postfix = {"sps": f"{row['perf/env_steps_per_s'] / self.suite.num_tasks:.0f}"}
-            if self.last_eval is not None:
-                postfix["success"] = f"{self.last_eval.success_mean:.2f}"
+            postfix = progress_postfix(row, self.suite.num_tasks, self.last_eval)
             bar.set_postfix(postfix, refresh=False)
         if due.checkpoint:
             self.save(obs, rollout)
@@ -316,12 +316,7 @@ class Trainer:
     def _log(self, logger: Logger, evaluated: bool) -> dict[str, float]:
         """Dump one row: the recorded means, episode statistics, timings, and the evaluation
         with its cosine heatmaps when ``evaluated``."""
-        extra: dict[str, float] = {}
-        if evaluated:
-            assert self.last_eval is not None
-            extra.update(self.last_eval.metrics())
-        extra.update(self.episodes.metrics())
-        self.episodes.reset(self.suite.num_tasks)
+        extra = row_extras(self.last_eval, evaluated, self.episodes, self.suite.num_tasks)
         extra.update(self._perf())
         row = logger.dump(self.step, extra)
         if evaluated and self.last_cosine and logger.accepts_images:

@@ -61,6 +61,8 @@ from mtrl.rundir import (
     method_of,
     next_due,
     open_sinks,
+    progress_postfix,
+    row_extras,
     run_name,
     run_summary,
     write_summary,
@@ -340,9 +342,7 @@ class SB3PerTaskRunner:
             self.evaluate()
         if due.log:
             row = self._log(logger, due.evaluate)
-            postfix = {"sps": f"{row['perf/env_steps_per_s'] / self.suite.num_tasks:.0f}"}
-            if self.last_eval is not None:
-                postfix["success"] = f"{self.last_eval.success_mean:.2f}"
+            postfix = progress_postfix(row, self.suite.num_tasks, self.last_eval)
             bar.set_postfix(postfix, refresh=False)
         if due.checkpoint:
             self.save()
@@ -368,12 +368,7 @@ class SB3PerTaskRunner:
         for name in SB3_METRICS.values():
             if all(name in m for m in means):
                 logger.record(f"train/{name}", torch.tensor([m[name] for m in means]))
-        extra: dict[str, float] = {}
-        if evaluated:
-            assert self.last_eval is not None
-            extra.update(self.last_eval.metrics())
-        extra.update(self.episodes.metrics())
-        self.episodes.reset(self.suite.num_tasks)
+        extra = row_extras(self.last_eval, evaluated, self.episodes, self.suite.num_tasks)
         extra.update(self._perf())
         return logger.dump(self.step, extra)
 
