@@ -58,6 +58,8 @@ class LoggerConfig:
     """W&B project."""
     entity: str | None = None
     """W&B entity (team or user); None for the default."""
+    wandb_timeout: float = 30.0
+    """Seconds an online W&B start may take before the run logs offline instead."""
     tensorboard: bool = False
     """Also write TensorBoard event files to ``<run_dir>/tensorboard`` (needs ``tensorboard``)."""
     progress: bool = True
@@ -106,6 +108,9 @@ class TrainConfig:
     """Rollout worker processes (0: step the envs in the training process)."""
     torch_threads: int = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
+    step_timeout: float = 120.0
+    """Seconds the envs may take to answer one step or reset before the run stops with an
+    error naming the task (an env that hangs)."""
     out: str = "runs"
     """Root folder of run directories."""
     eval: EvalConfig = field(default_factory=EvalConfig)
