@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,31 +15,33 @@ Train MT-SAC with gradient surgery on a task suite (or, with agent=sb3-sac-per-t
 Stable-Baselines3 SAC per task: the single-task reference).
 
 EXPERIMENT is a name under experiments/ (e.g. quickstart, mt10-pcgrad) or a YAML path.
-Overrides are key=value pairs, values parsed as YAML:
-  suite=NAME|PATH         task suite preset (mtrl envs lists them); suite.KEY=V overrides a field
-  agent=NAME|PATH         agent preset under agents/; agent.KEY=V overrides a hyperparameter
-                          (agent.algorithm=mtsac|sb3-sac-per-task picks what trains)
-  surgery=NAME            aggregator (mtrl aggregators lists them); surgery.OPTION=V sets an option
-  seed=K  steps=N (env steps per task)  device=cpu|cuda  out=DIR  num_workers=N
-  torch_threads=N (0: torch's default)  warmup=N  utd=N  buffer_size=N (per task)
-  eval.every=N  eval.episodes=N  logger.every=N  logger.wandb=online|offline|off
-  checkpoint.every=N  checkpoint.replay=true|false
-  resume=RUN_DIR          continue a run from its checkpoint (other overrides: steps, eval.*,
-                          logger.*, checkpoint.*)
-Outputs go to OUT/<suite>__<aggregator>__seed<k>__<time>/: config.yaml, metrics.jsonl,
-checkpoint.pt, summary.json.
+Overrides are KEY=VALUE pairs; every key is listed below with what it accepts and its default.
+Values are read as YAML 1.2 where a number, list or true/false is expected (010 is ten, 3e-4 a
+number, [64, 64] a list) and taken as written where text is expected (off, 2024-01-01).
+Everything is checked before the run starts; a bad key or value is a one-line error.
+  suite=NAME|PATH   the task suite (mtrl envs lists them); suite.KEY=V overrides a suite field
+  agent=NAME|PATH   the agent preset under agents/; agent.KEY=V overrides a hyperparameter
+  surgery=NAME      the aggregator (mtrl aggregators lists them and their options);
+                    surgery.OPTION=V sets an option
+  resume=RUN_DIR    continue a run from its checkpoint; only steps, device, num_workers,
+                    torch_threads, step_timeout, eval.*, logger.* and checkpoint.* may change
+Outputs go to a new run directory under OUT (see README "Run directories"): config.yaml (the
+resolved config), metrics.jsonl, system.json, checkpoint.pt, summary.json.
 
 examples:
   mtrl train quickstart
   mtrl train mt10-pcgrad seed=3 steps=200000
-  mtrl train experiments/cheap-cagrad.yaml surgery.c=0.9 eval.episodes=20
-  mtrl train resume=runs/cheap4__pcgrad__seed0__20261125-120000
+  mtrl train cheap16-cagrad surgery.c=0.9 eval.episodes=20
+  mtrl train resume=runs/<run directory>
+
 """
 
 COMPARE_HELP = """\
 Compare runs of several methods (and seeds) on one suite, from their run directories alone.
 
-RUN can be a run directory or a glob pattern (quote it to let mtrl expand it). Runs are grouped
+RUN can be a run directory, a folder of runs (searched recursively, as tensorboard --logdir: a run
+directory is one holding config.yaml; wandb/, tensorboard/ and hidden folders are skipped) or a
+glob pattern (quote it to let mtrl expand it); a run reached twice counts once. Runs are grouped
 by --by (default: the aggregator, cfg.surgery.name, or the algorithm of runs without surgery such
 as sb3-sac-per-task) and compared at one env step: --step, or the
 smallest final step among them; runs still going count with their latest evaluation. For each group:
@@ -49,13 +52,23 @@ success_curve.png, task_success.png, conflict.png.
 
 examples:
   mtrl compare runs/cheap16__*
+  mtrl compare runs/cheap16-compare --out comparisons/cheap16   # every run below the folder
   mtrl compare 'runs/cheap16__*' --out comparisons/cheap16 --reps 5000
   mtrl compare runs/mt10__* --by experiment --wandb
   mtrl compare runs/cheap16-scaled__* --step 2000             # mid-training, where they differ
   mtrl compare runs/cheap16__cagrad__* --by surgery.c      # one group per CAGrad c
 """
 
-RESUMABLE = ("steps", "eval.", "logger.", "checkpoint.", "num_workers", "device", "torch_threads")
+RESUMABLE = (
+    "steps",
+    "eval.",
+    "logger.",
+    "checkpoint.",
+    "num_workers",
+    "device",
+    "torch_threads",
+    "step_timeout",
+)
 
 
 def _print_table(summary: dict[str, Any]) -> None:
@@ -110,8 +123,8 @@ def _resume_trainer(run_dir: str, items: list[str]):
         key, value = parse_override(item)
         if not key.startswith(RESUMABLE):
             raise MtrlError(
-                f"{key!r} cannot change on resume; allowed: steps, num_workers, device, eval.*, "
-                f"logger.*, checkpoint.*"
+                f"{key!r} cannot change on resume; allowed: steps, device, num_workers, "
+                "torch_threads, step_timeout, eval.*, logger.*, checkpoint.*"
             )
         set_dotted(data, key, value)
     return make_runner(config_from_dict(data), run_dir=run_dir, resume=True)
@@ -132,7 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise MtrlError(f"mtrl eval cannot load runs of agent.algorithm={cfg.agent.algorithm}")
     policy, step = load_target(spec.policy)(path, cfg, device)
     suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
-    episodes = args.episodes or cfg.eval.episodes
+    episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
     result = evaluate(policy, suite, episodes, args.seed, args.num_workers)
     summary = {
         "success": dict(zip(result.task_names, result.success.tolist(), strict=True)),
@@ -196,15 +209,25 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregators(args: argparse.Namespace) -> int:
-    from mtrl.surgery import aggregator_options, list_aggregators
+    from mtrl.confighelp import aggregators_text
 
-    for name, description in list_aggregators().items():
-        options = aggregator_options(name)
-        shown = ", ".join(f"{k}={v!r}" for k, v in options.items() if k != "generator")
-        print(f"{name:8s}  {description}")
-        print(f"{'':8s}  options: {shown or 'none'}")
-    print("\nuse: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
+    print(aggregators_text())
     return 0
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, else a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,10 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         "gymnasium envs and a cheap built-in suite.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from mtrl.confighelp import train_keys_text
+
     train = sub.add_parser(
         "train",
         help="train an experiment",
         description=TRAIN_HELP,
+        epilog=train_keys_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("experiment", nargs="?", help="experiment name or YAML path")
@@ -230,10 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         "deterministically, N episodes per task; prints per-task success.",
     )
     ev.add_argument("run", help="run directory or checkpoint.pt")
-    ev.add_argument("--episodes", type=int, default=0, help="episodes per task (default: run's)")
+    ev.add_argument(
+        "--episodes", type=_at_least(1), default=None, help="episodes per task (default: run's)"
+    )
     ev.add_argument("--seed", type=int, default=12345, help="env seed of the evaluation")
     ev.add_argument("--device", default="", help="cpu or cuda (default: the run's)")
-    ev.add_argument("--num-workers", type=int, default=0, help="rollout worker processes")
+    ev.add_argument("--num-workers", type=_at_least(0), default=0, help="rollout worker processes")
     ev.set_defaults(fn=cmd_eval)
     cmp = sub.add_parser(
         "compare",
@@ -241,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=COMPARE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cmp.add_argument("runs", nargs="+", metavar="RUN", help="run directories or glob patterns")
+    cmp.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories, folders of runs (searched recursively) or glob patterns",
+    )
     cmp.add_argument(
         "--by",
         default="aggregator",
@@ -251,12 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default="", help="output folder (default: comparisons/<time>)")
     cmp.add_argument(
         "--step",
-        type=int,
+        type=_at_least(1),
         default=None,
         help="compare at this env step per task (the latest evaluation at or before it; "
         "default: the smallest final step)",
     )
-    cmp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    cmp.add_argument(
+        "--reps", type=_at_least(1), default=2000, help="bootstrap resamples (default 2000)"
+    )
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     cmp.add_argument(
         "--wandb",

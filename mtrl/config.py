@@ -11,9 +11,13 @@ An experiment file names one suite preset and one agent preset and overrides wha
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import re
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Lt, MinLen
+from pydantic import AfterValidator
 
 import mtrl
 from mtrl.agents.config import AgentConfig, SurgeryConfig
@@ -22,100 +26,122 @@ from mtrl.configtools import (
     load_yaml,
     parse_override,
     preset_path,
+    read_raw,
     set_dotted,
     to_dict,
 )
-from mtrl.errors import MtrlError, close_matches
+from mtrl.configtypes import Bool, Float, Int, Text, config_class
+from mtrl.errors import MtrlError
 from mtrl.runners import check_config
-from mtrl.surgery import aggregator_options
+from mtrl.surgery import validate_options
 
 ROOT = Path(mtrl.__file__).resolve().parents[1]
 AGENT_DIR = ROOT / "agents"
 EXPERIMENT_DIR = ROOT / "experiments"
 
 
-@dataclass
+def _check_device(name: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", name):
+        raise ValueError("must be cpu, cuda or cuda:<index>")
+    return name
+
+
+Count = Annotated[Int, Ge(1)]
+"""An integer >= 1."""
+Interval = Annotated[Int, Ge(0)]
+"""Env steps per task between two events; 0 turns the periodic event off."""
+Seconds = Annotated[Float, Gt(0)]
+
+
+@config_class
 class EvalConfig:
     """Deterministic evaluation on separate env instances (Meta-World success protocol)."""
 
-    every: int = 10_000
+    every: Interval = 10_000
     """Evaluate every this many env steps per task (0: only at the end)."""
-    episodes: int = 10
+    episodes: Count = 10
     """Episodes per task (50 in the full MT presets)."""
-    num_workers: int = 0
+    num_workers: Annotated[Int, Ge(0)] = 0
     """Worker processes stepping the evaluation envs (0: in-process)."""
 
 
-@dataclass
+@config_class
 class LoggerConfig:
     """Where metrics go."""
 
-    every: int = 1_000
+    every: Count = 1_000
     """Record training metrics every this many env steps per task."""
     wandb: Literal["online", "offline", "off"] = "off"
     """Weights & Biases mode."""
-    project: str = "mtrl"
+    project: Annotated[Text, MinLen(1)] = "mtrl"
     """W&B project."""
-    entity: str | None = None
+    entity: Text | None = None
     """W&B entity (team or user); None for the default."""
-    wandb_timeout: float = 30.0
+    wandb_timeout: Seconds = 30.0
     """Seconds an online W&B start may take before the run logs offline instead."""
-    tensorboard: bool = False
+    tensorboard: Bool = False
     """Also write TensorBoard event files to ``<run_dir>/tensorboard`` (needs ``tensorboard``)."""
-    progress: bool = True
+    progress: Bool = True
     """Show a progress bar and a one-line summary at each evaluation on the console."""
 
 
-@dataclass
+@config_class
 class CheckpointConfig:
     """When and what to checkpoint."""
 
-    every: int = 50_000
+    every: Interval = 50_000
     """Checkpoint every this many env steps per task (0: only at the end)."""
-    replay: bool = True
+    replay: Bool = True
     """Include the replay buffer (needed for an exact resume; can be large)."""
 
 
-@dataclass
+@config_class
 class TrainConfig:
     """Everything a run needs; saved resolved as ``config.yaml`` in its run directory."""
 
-    suite: str = "cheap4"
+    suite: Annotated[Text, MinLen(1)] = "cheap4"
     """Suite preset name (``mtrl envs`` lists them) or a YAML path."""
     suite_overrides: dict[str, Any] = field(default_factory=dict)
     """Fields of the suite config to override (``suite.<key>=value`` on the CLI)."""
-    agent_preset: str = "mtsac"
+    agent_preset: Annotated[Text, MinLen(1)] = "mtsac"
     """Agent preset name (``agents/<name>.yaml``) or a YAML path (``agent=...`` on the CLI)."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """Agent hyperparameters: the preset plus ``agent.<key>=value`` overrides."""
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
     """Gradient surgery: ``surgery=<name>`` and ``surgery.<option>=value`` on the CLI."""
-    name: str = ""
+    name: Text = ""
     """Experiment name (groups seeds); defaults to the experiment file's name."""
-    seed: int = 0
+    seed: Annotated[Int, Ge(0), Lt(2**32)] = 0
     """Run seed: networks, envs, goals, replay sampling, surgery draws."""
-    steps: int = 20_000
+    steps: Count = 20_000
     """Env steps per task."""
-    warmup: int = 1_500
+    warmup: Annotated[Int, Ge(0)] = 1_500
     """Env steps per task with uniformly random actions before the first update."""
-    utd: int = 1
+    utd: Count = 1
     """Gradient updates per vector step after the warm-up."""
-    buffer_size: int = 100_000
-    """Replay capacity per task (transitions)."""
-    device: str = "cpu"
+    buffer_size: Count = 100_000
+    """Replay capacity per task (transitions); at least ``agent.batch_size``."""
+    device: Annotated[Text, AfterValidator(_check_device)] = "cpu"
     """cpu, cuda or cuda:<index>."""
-    num_workers: int = 0
+    num_workers: Annotated[Int, Ge(0)] = 0
     """Rollout worker processes (0: step the envs in the training process)."""
-    torch_threads: int = 0
+    torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
-    step_timeout: float = 120.0
+    step_timeout: Seconds = 120.0
     """Seconds the envs may take to answer one step or reset before the run stops with an
     error naming the task (an env that hangs)."""
-    out: str = "runs"
+    out: Annotated[Text, MinLen(1)] = "runs"
     """Root folder of run directories."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        if self.buffer_size < self.agent.batch_size:
+            raise ValueError(
+                f"buffer_size={self.buffer_size} is below agent.batch_size="
+                f"{self.agent.batch_size}: each task's replay must hold at least one batch"
+            )
 
 
 def experiment_path(name_or_path: str) -> Path:
@@ -147,26 +173,26 @@ def _apply_override(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _resolve_surgery(section: dict[str, Any]) -> SurgeryConfig:
+    """The surgery section with its aggregator's options checked and their defaults filled in."""
     fields = {"name", "networks", "options"}
     base = {k: v for k, v in section.items() if k in fields}
-    options = dict(base.pop("options", {}) or {})
-    options.update({k: v for k, v in section.items() if k not in fields})
+    options = base.pop("options", None) or {}
+    if not isinstance(options, dict):
+        raise MtrlError(f"surgery.options must be a mapping, got {options!r}")
+    options = {**options, **{k: v for k, v in section.items() if k not in fields}}
     surgery = from_dict(SurgeryConfig, base, "surgery")
-    valid = aggregator_options(surgery.name)
-    for key in options:
-        if key not in valid:
-            raise MtrlError(
-                f"unknown option surgery.{key} for aggregator {surgery.name!r}"
-                f"{close_matches(key, valid)}; its options: {', '.join(valid) or 'none'}"
-            )
-    surgery.options = options
+    surgery.options = validate_options(surgery.name, options, "surgery")
     return surgery
 
 
 def resolve_config(
     experiment: str | Path | dict[str, Any] | None, overrides: list[str] | None = None
 ) -> TrainConfig:
-    """Build the run config from an experiment (name, path or dict) and ``key=value`` strings."""
+    """Build the run config from an experiment (name, path or dict) and ``key=value`` strings.
+
+    Everything is checked here, before a run directory exists: types and ranges of every key,
+    the aggregator's options, the suite's fields, and what the algorithm supports.
+    """
     if experiment is None:
         data: dict[str, Any] = {}
     elif isinstance(experiment, dict):
@@ -186,7 +212,7 @@ def resolve_config(
     surgery = _section(data.pop("surgery", {}), "surgery", "name")
     resolved: dict[str, Any] = dict(data)
     resolved["suite"] = suite.pop("preset", TrainConfig.suite)
-    resolved["suite_overrides"] = suite
+    resolved["suite_overrides"] = suite_overrides(str(resolved["suite"]), suite)
     agent_preset = str(agent.pop("preset", TrainConfig.agent_preset))
     agent_data = load_yaml(preset_path(agent_preset, AGENT_DIR, "agent"))
     agent_data.pop("description", None)
@@ -200,27 +226,18 @@ def resolve_config(
     return cfg
 
 
+def suite_overrides(suite: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` of suite fields, read by their types and checked against the suite preset."""
+    from mtrl.envs.config import SuiteConfig, load_suite_config
+
+    values = read_raw(SuiteConfig, overrides)
+    load_suite_config(suite, values)  # raises a one-line error naming suite.<key>
+    return values
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Reject values that type checks cannot catch, with one-line messages."""
-    checks = [
-        (cfg.steps >= 1, "steps must be >= 1"),
-        (cfg.warmup >= 0, "warmup must be >= 0"),
-        (cfg.utd >= 1, "utd must be >= 1"),
-        (cfg.buffer_size >= 1, "buffer_size must be >= 1"),
-        (cfg.num_workers >= 0, "num_workers must be >= 0"),
-        (cfg.torch_threads >= 0, "torch_threads must be >= 0"),
-        (cfg.eval.episodes >= 1, "eval.episodes must be >= 1"),
-        (cfg.eval.every >= 0, "eval.every must be >= 0"),
-        (cfg.logger.every >= 1, "logger.every must be >= 1"),
-        (cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0"),
-        (cfg.agent.batch_size >= 1, "agent.batch_size must be >= 1"),
-        (len(cfg.agent.hidden) >= 1, "agent.hidden needs at least one layer"),
-        (cfg.device == "cpu" or cfg.device.startswith("cuda"), "device must be cpu or cuda[:i]"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise MtrlError(message)
-    check_config(cfg)  # what the chosen agent.algorithm does not implement
+    """Checks that need more than one section: what the chosen ``agent.algorithm`` supports."""
+    check_config(cfg)
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -229,5 +246,8 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a resolved config saved by ``config_to_dict`` (e.g. for resume or eval)."""
+    """Rebuild a resolved config saved by ``config_to_dict`` (e.g. for resume or eval).
+
+    Types and ranges are checked; the suite preset and the aggregator are not looked up, so that
+    old runs stay readable (``mtrl compare``) after a preset moved."""
     return from_dict(TrainConfig, data)

@@ -1,54 +1,45 @@
-"""Typed configs: strict dataclass construction from dicts and ``key=value`` overrides."""
+"""Config plumbing: ``key=value`` overrides read by the type of their key, presets, validation.
+
+An override's value stays text (``RawValue``) until the type of its key is known: a key that
+takes text (``name``, ``out``, ``logger.wandb``) keeps the text as written, any other key reads
+it as YAML 1.2 (``010`` is ten, ``[400, 400]`` a list). ``from_dict`` then validates against the
+typed config classes (``mtrl.configtypes``) and turns the first failure into one line.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
+import functools
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
+from mtrl.configtypes import accepts_none, error_line, wants_text
 from mtrl.errors import MtrlError, close_matches
+from mtrl.yamlio import load_yaml, yaml_load
 
-
-class YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``3e-4`` as a float as YAML 1.2 does (1.1 wants ``3.0e-4``)."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def yaml_load(text: str) -> Any:
-    """Parse YAML text with ``YamlLoader``."""
-    return yaml.load(text, Loader=YamlLoader)
-
+__all__ = [
+    "RawValue",
+    "from_dict",
+    "list_presets",
+    "load_yaml",
+    "parse_override",
+    "preset_path",
+    "read_raw",
+    "set_dotted",
+    "to_dict",
+    "yaml_load",
+]
 
 T = TypeVar("T")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or non-mapping content is a user error."""
-    path = Path(path)
-    if not path.is_file():
-        raise MtrlError(f"config file not found: {path}")
-    try:
-        data = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise MtrlError(f"{path}: not valid YAML{where} ({problem})") from exc
-    if not isinstance(data, dict):
-        raise MtrlError(f"{path}: expected a mapping of keys to values at the top level")
-    return data
+class RawValue(str):
+    """The text of a command-line value, to be read once the type of its key is known."""
 
 
 def preset_path(name_or_path: str, folder: Path, what: str) -> Path:
@@ -73,19 +64,15 @@ def list_presets(folder: Path) -> dict[str, str]:
     return {p.stem: str(load_yaml(p).get("description", "")) for p in sorted(folder.glob("*.yaml"))}
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """Split ``a.b=value`` into (``"a.b"``, value), with the value parsed as YAML."""
+def parse_override(text: str) -> tuple[str, RawValue]:
+    """Split ``a.b=value`` into (``"a.b"``, the value's text as a ``RawValue``)."""
     if "=" not in text:
         raise MtrlError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
         raise MtrlError(f"override {text!r} has an empty key")
-    try:
-        value = yaml_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
+    return key, RawValue(raw.strip())
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -101,89 +88,74 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _is_dataclass_type(tp: Any) -> bool:
+_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+def read_text(text: str, tp: Any) -> Any:
+    """The value ``text`` stands for where type ``tp`` is expected."""
+    if wants_text(tp):
+        return None if accepts_none(tp) and text in _NULLS else str(text)
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError:
+        return str(text)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _is_config_class(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check and convert ``value`` to the annotated type ``tp``; raise MtrlError naming ``where``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except MtrlError as exc:
-                errors.append(str(exc))
-        raise MtrlError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is typing.Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise MtrlError(f"{where}: {value!r} is not one of {choices}")
-        return value
-    if _is_dataclass_type(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise MtrlError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise MtrlError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise MtrlError(f"{where}: expected a list, got {value!r}")
-        item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple or tp is tuple else items
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise MtrlError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise MtrlError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise MtrlError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise MtrlError(f"{where}: expected a string, got {value!r}")
+def read_raw(tp: Any, value: Any) -> Any:
+    """``value`` with every ``RawValue`` in it read by the type of its place in ``tp``."""
+    if isinstance(value, RawValue):
+        return read_text(value, tp)
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if isinstance(value, Mapping):
+        if _is_config_class(tp):
+            types_ = _field_types(tp)
+            return {k: read_raw(types_.get(k, Any), v) for k, v in value.items()}
+        item = args[1] if origin in (dict, Mapping) and len(args) == 2 else Any
+        return {k: read_raw(item, v) for k, v in value.items()}
+    if isinstance(value, list):
+        item = args[0] if origin in (list, tuple) and args else Any
+        return [read_raw(item, v) for v in value]
     return value
 
 
+def valid_keys(cls: type, loc: tuple[Any, ...]) -> list[str]:
+    """The keys of the config section at ``loc`` inside ``cls`` (empty if not a section)."""
+    tp: Any = cls
+    for part in loc:
+        if not _is_config_class(tp) or isinstance(part, int):
+            return []
+        tp = _field_types(tp).get(str(part))
+        while typing.get_origin(tp) is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+    return list(_field_types(tp)) if _is_config_class(tp) else []
+
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and bad types are one-line MtrlErrors."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            raise MtrlError(
-                f"unknown config key {full!r}{close_matches(str(key), fields)}; "
-                f"valid keys{' of ' + where if where else ''}: {', '.join(fields)}"
-            )
-        kwargs[key] = _coerce(value, hints[key], full)
+    """Build config class ``cls`` from ``data``: unknown keys, bad types and out-of-range values
+    are one-line MtrlErrors naming the key (prefixed by ``where``), the value and what is
+    allowed."""
+    if not isinstance(data, Mapping):
+        raise MtrlError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise MtrlError(f"{where or cls.__name__}: {exc}") from exc
+        return _adapter(cls).validate_python(read_raw(cls, data))
+    except ValidationError as exc:
+        raise MtrlError(error_line(exc, where, lambda loc: valid_keys(cls, loc))) from None
 
 
 def to_dict(obj: Any) -> Any:

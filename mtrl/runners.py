@@ -70,7 +70,14 @@ RUNNERS: dict[str, RunnerSpec] = {
         "one Stable-Baselines3 SAC per task (single-task reference, no surgery)",
         surgery=False,
         resume=False,
-        fixed_agent_fields=("multihead", "grad_clip", "log_std_min", "log_std_max"),
+        fixed_agent_fields=(
+            "multihead",
+            "grad_clip",
+            "log_std_min",
+            "log_std_max",
+            "adam_eps",
+            "init",
+        ),
         policy="mtrl.baselines.sb3_per_task:load_policy",
     ),
 }

@@ -46,7 +46,8 @@ def test_train_cheap_suite_writes_the_run_directory(tmp_path, capsys):
         p.name for p in run.iterdir()
     }
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["surgery"] == {"name": "cagrad", "networks": "both", "options": {"c": 0.5}}
+    options = {"c": 0.5, "rescale": 1, "tol": 1e-10, "max_iter": 200}  # defaults filled in
+    assert config["surgery"] == {"name": "cagrad", "networks": "both", "options": options}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 200 and set(summary["success"]) == {
         "goal000",

@@ -2,55 +2,78 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import field
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Le, MinLen
+
+from mtrl.configtypes import Bool, Float, Int, Text, config_class
+
+LearningRate = Annotated[Float, Gt(0)]
 
 
-@dataclass
+@config_class
 class AgentConfig:
     """MT-SAC hyperparameters; defaults follow the MT10 references (see DESIGN.md)."""
 
-    algorithm: str = "mtsac"
+    algorithm: Text = "mtsac"
     """What trains on the suite (``mtrl.runners`` lists them): ``mtsac`` (one multi-task SAC
     with gradient surgery) or ``sb3-sac-per-task`` (one Stable-Baselines3 SAC per task, the
     single-task reference: same hyperparameters, no surgery)."""
-    hidden: list[int] = field(default_factory=lambda: [400, 400, 400])
+    hidden: Annotated[list[Annotated[Int, Ge(1)]], MinLen(1)] = field(
+        default_factory=lambda: [400, 400, 400]
+    )
     """Hidden layer sizes of the actor and of each critic (ReLU)."""
-    multihead: bool = False
+    multihead: Bool = False
     """Task-specific output heads on the shared trunk, selected by the one-hot task id."""
-    actor_lr: float = 3e-4
+    actor_lr: LearningRate = 3e-4
     """Adam learning rate of the actor."""
-    critic_lr: float = 3e-4
+    critic_lr: LearningRate = 3e-4
     """Adam learning rate of the twin critic."""
-    alpha_lr: float = 3e-4
+    alpha_lr: LearningRate = 3e-4
     """Adam learning rate of the per-task log-temperatures."""
-    gamma: float = 0.99
+    adam_eps: Annotated[Float, Gt(0)] = 1e-8
+    """Adam's epsilon for the actor, critic and temperature optimisers (torch's default 1e-8;
+    the Meta-World+ reference uses 1e-5)."""
+    init: Literal["torch", "metaworld"] = "torch"
+    """Weight initialisation: ``torch`` (nn.Linear's default) or ``metaworld`` (the Meta-World+
+    reference: He-uniform hidden layers with zero biases, output layers U(±1e-3) for the actor
+    and U(±3e-3) for the critic)."""
+    gamma: Annotated[Float, Ge(0), Le(1)] = 0.99
     """Discount factor."""
-    tau: float = 0.005
+    tau: Annotated[Float, Gt(0), Le(1)] = 0.005
     """Polyak averaging rate of the target critic."""
-    init_alpha: float = 1.0
+    init_alpha: Annotated[Float, Gt(0)] = 1.0
     """Initial entropy temperature of every task."""
-    target_entropy: float | None = None
+    target_entropy: Float | None = None
     """Target entropy per task; None means -|A|."""
-    log_std_min: float = -20.0
+    log_std_min: Float = -20.0
     """Lower bound of the actor's log standard deviation."""
-    log_std_max: float = 2.0
+    log_std_max: Float = 2.0
     """Upper bound of the actor's log standard deviation."""
-    grad_clip: float | None = None
+    grad_clip: Annotated[Float, Gt(0)] | None = None
     """Clip the aggregated gradient of each network to this norm (None: no clipping)."""
-    batch_size: int = 128
+    batch_size: Annotated[Int, Ge(1)] = 128
     """Transitions sampled per task for each update (the batch is [T, batch_size])."""
-    critics: int = 2
+    critics: Annotated[Int, Ge(1)] = 2
     """Critics in the ensemble (2: the usual twin critic with a min target)."""
 
+    def __post_init__(self) -> None:
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError(
+                f"log_std_min ({self.log_std_min:g}) must be below log_std_max "
+                f"({self.log_std_max:g})"
+            )
 
-@dataclass
+
+@config_class
 class SurgeryConfig:
     """Which aggregator combines the per-task gradients, and of which networks."""
 
-    name: str = "mean"
+    name: Text = "mean"
     """Aggregator name (``mtrl aggregators`` lists them); ``mean`` is plain MT-SAC."""
     networks: Literal["both", "critic", "actor"] = "both"
     """Networks whose per-task gradients go through the aggregator; the others use ``mean``."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Aggregator options, e.g. ``{c: 0.5}`` for cagrad (on the CLI: ``surgery.c=0.5``)."""
+    """Aggregator options, e.g. ``{c: 0.5}`` for cagrad (on the CLI: ``surgery.c=0.5``); each
+    aggregator declares their types and ranges (``mtrl aggregators`` lists them)."""

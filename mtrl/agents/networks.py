@@ -1,13 +1,24 @@
-"""Ensembles of MLPs with optional per-task output heads, and the tanh-Gaussian actor."""
+"""Ensembles of MLPs with optional per-task output heads, and the tanh-Gaussian actor.
+
+Two initialisations (``agent.init``): ``torch`` (``nn.Linear``'s default, U(±1/sqrt(fan_in))
+for weights and biases) and ``metaworld`` (the Meta-World+ reference, rainx0r/metaworld-
+algorithms: He-uniform hidden weights with zero biases, and a small uniform output layer,
+U(±1e-3) for the actor and U(±3e-3) for the critic, weights and biases).
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+InitScheme = Literal["torch", "metaworld"]
+ACTOR_HEAD_BOUND = 1e-3
+CRITIC_HEAD_BOUND = 3e-3
 
 
 class EnsembleLinear(nn.Module):
@@ -77,6 +88,17 @@ class EnsembleMLP(nn.Module):
         else:
             self.head = EnsembleLinear(members, sizes[-1], out_features)
 
+    def init_metaworld(self, head_bound: float) -> None:
+        """Meta-World+'s initialisation: He-uniform hidden weights, zero hidden biases, and the
+        output layer (every head) drawn from U(±head_bound)."""
+        with torch.no_grad():
+            for layer in self.trunk:
+                bound = math.sqrt(6.0 / layer.weight.shape[-2])  # he_uniform: fan_in = inputs
+                nn.init.uniform_(layer.weight, -bound, bound)
+                nn.init.zeros_(layer.bias)
+            nn.init.uniform_(self.head.weight, -head_bound, head_bound)
+            nn.init.uniform_(self.head.bias, -head_bound, head_bound)
+
     def forward(self, x: Tensor, one_hot: Tensor | None = None) -> Tensor:
         h = x
         for layer in self.trunk:
@@ -97,10 +119,13 @@ class Critic(nn.Module):
         tasks: int,
         members: int = 2,
         multihead: bool = False,
+        init: InitScheme = "torch",
     ) -> None:
         super().__init__()
         self.tasks = tasks
         self.net = EnsembleMLP(members, obs_dim + act_dim, hidden, 1, tasks, multihead)
+        if init == "metaworld":
+            self.net.init_metaworld(CRITIC_HEAD_BOUND)
 
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
         one_hot = obs[..., -self.tasks :]
@@ -118,11 +143,14 @@ class Actor(nn.Module):
         tasks: int,
         log_std_bounds: tuple[float, float] = (-20.0, 2.0),
         multihead: bool = False,
+        init: InitScheme = "torch",
     ) -> None:
         super().__init__()
         self.act_dim = act_dim
         self.log_std_bounds = log_std_bounds
         self.net = EnsembleMLP(1, obs_dim, hidden, 2 * act_dim, tasks, multihead)
+        if init == "metaworld":
+            self.net.init_metaworld(ACTOR_HEAD_BOUND)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         out = self.net(obs)[0]

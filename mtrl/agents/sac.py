@@ -85,9 +85,10 @@ class MTSAC:
             num_tasks,
             (cfg.log_std_min, cfg.log_std_max),
             cfg.multihead,
+            cfg.init,
         ).to(self.device)
         self.critic = Critic(
-            obs_dim, act_dim, cfg.hidden, num_tasks, cfg.critics, cfg.multihead
+            obs_dim, act_dim, cfg.hidden, num_tasks, cfg.critics, cfg.multihead, cfg.init
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.full(
@@ -96,9 +97,10 @@ class MTSAC:
         self.target_entropy = (
             float(-act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         )
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        eps = cfg.adam_eps
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=eps)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, eps=eps)
         self.aggregators = {
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
@@ -111,9 +113,7 @@ class MTSAC:
         applies = s.networks in ("both", network)
         name = s.name if applies else "mean"
         options = dict(s.options) if applies else {}
-        agg = get_aggregator(name, **options)
-        if agg.stochastic and "seed" not in options and "generator" not in options:
-            agg = get_aggregator(name, seed=seed, **options)
+        agg = get_aggregator(name, seed=seed, **options)
         agg.task_names = task_names
         return agg
 

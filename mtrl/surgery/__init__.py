@@ -7,13 +7,17 @@ from mtrl.surgery.aggregators import (
     Aggregation,
     Aggregator,
     NonFiniteGradientError,
+    OptionSpec,
     Weighting,
+    aggregator_class,
     aggregator_options,
     check_gradients,
     get_aggregator,
     gramian,
     list_aggregators,
+    option_specs,
     register_aggregator,
+    validate_options,
 )
 from mtrl.surgery.diagnostics import GradientDiagnostics, gradient_diagnostics
 from mtrl.surgery.engine import flatten_grads, num_tasks, per_task_grads, write_grads
@@ -24,8 +28,10 @@ __all__ = [
     "Aggregator",
     "GradientDiagnostics",
     "NonFiniteGradientError",
+    "OptionSpec",
     "TaskGradients",
     "Weighting",
+    "aggregator_class",
     "aggregator_options",
     "check_gradients",
     "flatten_grads",
@@ -34,7 +40,9 @@ __all__ = [
     "gramian",
     "list_aggregators",
     "num_tasks",
+    "option_specs",
     "per_task_grads",
     "register_aggregator",
+    "validate_options",
     "write_grads",
 ]

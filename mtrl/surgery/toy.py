@@ -34,7 +34,6 @@ from torch import Tensor
 
 from mtrl.surgery.aggregators import (
     Aggregator,
-    aggregator_options,
     get_aggregator,
     list_aggregators,
 )
@@ -140,10 +139,7 @@ def pareto_set(n: int = 201) -> Tensor:
 
 def build_aggregator(name: str) -> Aggregator:
     """The aggregator with the toy's options (seeded when it takes a seed)."""
-    options: dict[str, float | int] = dict(TOY_OPTIONS.get(name, {}))
-    if "seed" in aggregator_options(name):
-        options.setdefault("seed", 0)
-    return get_aggregator(name, **options)
+    return get_aggregator(name, seed=0, **TOY_OPTIONS.get(name, {}))
 
 
 @dataclass

@@ -195,3 +195,23 @@ def test_squashed_sample_log_prob_matches_change_of_variables():
     expected = (normal.log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
     torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
     assert action.abs().max() < 1
+
+
+def test_metaworld_init_and_adam_eps():
+    """agent.init=metaworld: He-uniform hidden weights, zero hidden biases, small output layers
+    (Meta-World+ reference); agent.adam_eps reaches all three optimisers."""
+    cfg = AgentConfig(hidden=[256, 256], init="metaworld", adam_eps=1e-5)
+    agent = MTSAC(OBS, ACT, T, cfg)
+    for net, head_bound in ((agent.actor.net, 1e-3), (agent.critic.net, 3e-3)):
+        for layer in net.trunk:
+            fan_in = layer.weight.shape[-2]
+            assert torch.count_nonzero(layer.bias) == 0
+            assert layer.weight.abs().max() <= (6 / fan_in) ** 0.5
+            assert layer.weight.abs().max() > 0.9 * (6 / fan_in) ** 0.5  # not the torch default
+        assert net.head.weight.abs().max() <= head_bound
+        assert net.head.bias.abs().max() <= head_bound
+    for opt in (agent.actor_opt, agent.critic_opt, agent.alpha_opt):
+        assert opt.param_groups[0]["eps"] == 1e-5
+    default = MTSAC(OBS, ACT, T, AgentConfig(hidden=[256, 256]))
+    assert torch.count_nonzero(default.actor.net.trunk[0].bias) > 0
+    assert default.actor_opt.param_groups[0]["eps"] == 1e-8

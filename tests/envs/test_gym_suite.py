@@ -125,7 +125,7 @@ def test_bad_env_kwargs_reported():
 
 def test_bad_config_key_and_unknown_preset():
     with pytest.raises(
-        MtrlError, match=r"unknown config key 'max_episode_step'.*max_episode_steps"
+        MtrlError, match=r"unknown config key 'suite.max_episode_step'.*max_episode_steps"
     ):
         load_suite("pendulum", {"max_episode_step": 10})
     with pytest.raises(MtrlError, match=r"unknown suite 'mt100'.*mt10"):

@@ -78,6 +78,21 @@ def test_pcgrad_matches_vector_algorithm_with_same_order():
     assert torch.allclose(agg(G), _pcgrad_reference(G, order), atol=1e-10)
 
 
+def test_pcgrad_shared_order_follows_one_permutation_per_update():
+    """order=shared (the official code, Meta-World+): one permutation of the tasks per update,
+    each task visiting the others in that order."""
+    gen = torch.Generator().manual_seed(6)
+    G = torch.randn(7, 25, generator=gen, dtype=torch.float64)
+    agg = get_aggregator("pcgrad", seed=3, order="shared", reduction="mean")
+    perm = np.random.default_rng(3).permutation(7)  # the draw the aggregator makes
+    order = np.stack([[j for j in perm if j != i] for i in range(7)])
+    assert torch.allclose(agg(G), _pcgrad_reference(G, order) / 7, atol=1e-10)
+    rows = get_aggregator("pcgrad", seed=8, order="shared").random_order(5)
+    for i in range(5):  # every row is the same permutation without its own task
+        for k in range(5):
+            assert [j for j in rows[i] if j != k] == [j for j in rows[k] if j != i]
+
+
 def test_pcgrad_is_repeatable_and_random_order_matters():
     gen = torch.Generator().manual_seed(4)
     G = torch.randn(8, 30, generator=gen, dtype=torch.float64)

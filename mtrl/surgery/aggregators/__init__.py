@@ -10,21 +10,29 @@ from mtrl.surgery.aggregators.base import (
     gramian,
 )
 from mtrl.surgery.aggregators.registry import (
+    OptionSpec,
+    aggregator_class,
     aggregator_options,
     get_aggregator,
     list_aggregators,
+    option_specs,
     register_aggregator,
+    validate_options,
 )
 
 __all__ = [
     "Aggregation",
     "Aggregator",
     "NonFiniteGradientError",
+    "OptionSpec",
     "Weighting",
+    "aggregator_class",
     "aggregator_options",
     "check_gradients",
     "get_aggregator",
     "gramian",
     "list_aggregators",
+    "option_specs",
     "register_aggregator",
+    "validate_options",
 ]

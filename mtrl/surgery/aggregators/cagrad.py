@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Le
 from scipy.optimize import minimize
 from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
+from mtrl.configtypes import Float, Int
 from mtrl.surgery.aggregators.base import Weighting
 from mtrl.surgery.aggregators.registry import register_aggregator
 
@@ -63,19 +65,22 @@ class CAGrad(Weighting):
     The direction is ``g0 + (c‖g0‖ / ‖g_w‖) g_w`` with g0 the mean gradient and g_w = wᵀG the
     solution of the dual on the Gramian; ``c=0`` gives the mean exactly.
 
-    :param c: the ball's radius relative to ‖g0‖ (0.4 official default; 0.9 on MT10 in the paper).
+    :param c: the ball's radius relative to ‖g0‖ (0.4 official default; 0.9 on MT10 and 0.5 on
+        MT50 in the paper).
     :param rescale: 0 none, 1 divide by 1+c² (official default), 2 divide by 1+c.
     :param tol: the dual solver's tolerance (SLSQP ``ftol`` on the normalised problem).
     :param max_iter: the dual solver's iteration cap.
     """
 
-    description = "conflict-averse gradient descent (Liu et al. 2021); options: c, rescale"
+    description = "conflict-averse gradient descent (Liu et al. 2021)"
 
-    def __init__(self, c: float = 0.4, rescale: int = 1, tol: float = 1e-10, max_iter: int = 200):
-        if c < 0:
-            raise ValueError(f"c must be >= 0, got {c}")
-        if rescale not in (0, 1, 2):
-            raise ValueError(f"rescale must be 0, 1 or 2, got {rescale}")
+    def __init__(
+        self,
+        c: Annotated[Float, Ge(0)] = 0.4,
+        rescale: Annotated[Int, Ge(0), Le(2)] = 1,
+        tol: Annotated[Float, Gt(0)] = 1e-10,
+        max_iter: Annotated[Int, Ge(1)] = 200,
+    ):
         self.c, self.rescale, self.tol, self.max_iter = float(c), int(rescale), tol, max_iter
         self.last_dual: np.ndarray | None = None
 

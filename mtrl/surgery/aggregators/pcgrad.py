@@ -41,28 +41,35 @@ def pcgrad_weights(gram: np.ndarray, order: np.ndarray) -> np.ndarray:
 class PCGrad(Weighting):
     """Project each task's gradient off the original gradients it conflicts with, then combine.
 
-    :param reduction: ``"sum"`` of the projected gradients (the paper) or their ``"mean"``.
-    :param seed: seeds the per-task random order of the other tasks (None: fresh entropy).
-    :param generator: a ``numpy.random.Generator`` to draw the orders from instead of ``seed``.
+    :param reduction: ``sum`` of the projected gradients (the paper) or their ``mean`` (the
+        Meta-World+ reference).
+    :param order: the order in which a task visits the others: ``per_task``, a random
+        permutation drawn for each task (the paper's Algorithm 1), or ``shared``, one random
+        permutation of all tasks per update that every task follows, skipping itself (the
+        official code and the Meta-World+ reference).
+    :param seed: seeds the random orders (None: fresh entropy); not an option: runs pass their
+        seed.
     """
 
-    description = "projecting conflicting gradients (Yu et al. 2020); options: reduction, seed"
+    description = "projecting conflicting gradients (Yu et al. 2020)"
     stochastic = True
 
     def __init__(
         self,
         reduction: Literal["sum", "mean"] = "sum",
+        order: Literal["per_task", "shared"] = "per_task",
         seed: int | None = None,
-        generator: np.random.Generator | None = None,
     ) -> None:
-        if reduction not in ("sum", "mean"):
-            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
         self.reduction = reduction
+        self.order = order
         self.seed = seed
-        self.rng = generator if generator is not None else np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
 
     def random_order(self, tasks: int) -> np.ndarray:
-        """For each task a random permutation of the other tasks, shape [T, T-1]."""
+        """For each task a random order of the other tasks, shape [T, T-1]."""
+        if self.order == "shared":
+            perm = self.rng.permutation(tasks)
+            return np.stack([perm[perm != i] for i in range(tasks)])
         keys = self.rng.random((tasks, tasks))
         np.fill_diagonal(keys, np.inf)  # each task itself sorts last and is dropped
         return np.argsort(keys, axis=1)[:, : tasks - 1]
@@ -76,7 +83,7 @@ class PCGrad(Weighting):
         return torch.from_numpy(weights)
 
     def options(self) -> dict[str, Any]:
-        return {"reduction": self.reduction, "seed": self.seed}
+        return {"reduction": self.reduction, "order": self.order, "seed": self.seed}
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}
