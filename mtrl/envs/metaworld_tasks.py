@@ -1,9 +1,11 @@
 """Kind ``metaworld``: Meta-World 3.x benchmarks (MT10, MT25, MT50) and single tasks (MT1).
 
-Goals are sampled once per (benchmark, seed) in the process that builds the suite, with
-Meta-World's own benchmark classes; each task's env factory then carries only that task's 50
-``Task`` records (env name + pickled bytes). A new goal is drawn at every reset from the env's
-``np_random``, which ``reset(seed=...)`` reseeds here (Meta-World itself ignores that seed).
+Goals are sampled once per (benchmark, seed) with Meta-World's own benchmark classes (MT50: ~25 s)
+and kept in the process and on disk (``goal_cache``, under ``$MTRL_CACHE_DIR``, else
+``$XDG_CACHE_HOME/mtrl`` or ``~/.cache/mtrl``), so only a first start samples them. Each task's
+env factory then carries only that task's 50 ``Task`` records (env name + pickled bytes). A new
+goal is drawn at every reset from the env's ``np_random``, which ``reset(seed=...)`` reseeds here
+(Meta-World itself ignores that seed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from mtrl.envs import goal_cache
 from mtrl.envs.config import SuiteConfig, TaskConfig, reject_fields, unique_names
 from mtrl.envs.spec import RawTask
 from mtrl.errors import MtrlError, close_matches
@@ -55,11 +58,21 @@ def make_metaworld_env(
 
 @functools.lru_cache(maxsize=8)
 def sample_goals(benchmark: str, seed: int, env_name: str | None = None) -> dict[str, tuple]:
-    """Meta-World's 50 pre-sampled goals per task, by env name (cached per process).
+    """Meta-World's 50 pre-sampled goals per task, by env name (cached per process and on disk).
 
     :param benchmark: MT10, MT25, MT50, or MT1 together with ``env_name``.
     :param seed: seed of Meta-World's goal sampling.
     """
+    key = goal_cache.GoalKey(benchmark, int(seed), env_name if benchmark == "MT1" else None)
+    goals = goal_cache.load(key)
+    if goals is None:
+        goals = draw_goals(benchmark, seed, env_name)
+        goal_cache.save(key, goals)
+    return goals
+
+
+def draw_goals(benchmark: str, seed: int, env_name: str | None = None) -> dict[str, tuple]:
+    """Sample the goals of ``sample_goals`` with Meta-World, bypassing both caches."""
     import metaworld
 
     if benchmark == "MT1":
