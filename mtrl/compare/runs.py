@@ -17,7 +17,7 @@ from typing import Any
 from mtrl.config import config_to_dict
 from mtrl.errors import MtrlError, close_matches
 from mtrl.logging import read_metrics
-from mtrl.rundir import CONFIG, METRICS, SUMMARY, read_run_config
+from mtrl.rundir import CONFIG, METRICS, SUMMARY, TENSORBOARD, read_run_config
 from mtrl.runners import DEFAULT_ALGORITHM, method_label
 
 SUCCESS = "eval/success_mean"
@@ -102,24 +102,71 @@ def _step(row: dict[str, Any]) -> int:
     return int(row.get("step", 0))
 
 
-def expand_paths(patterns: list[str]) -> list[Path]:
-    """Run directories named by paths or glob patterns, in order, without duplicates.
+#: Folders a recursive search skips: logger output inside runs, and W&B files of ``compare``.
+SKIPPED_FOLDERS = frozenset({"wandb", TENSORBOARD})
 
-    A pattern that matches nothing, or a path that is not a run directory, is a one-line error.
+
+def is_run_dir(path: Path) -> bool:
+    """True for a folder holding a run's ``config.yaml``."""
+    return (path / CONFIG).is_file()
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run directories under ``folder``, sorted by path: not below a run directory found, nor in
+    ``wandb/``, ``tensorboard/`` or hidden folders. Symlinked folders are followed once."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def walk(path: Path) -> None:
+        real = path.resolve()
+        if real in seen:  # a symlink loop, or two links to one folder
+            return
+        seen.add(real)
+        try:
+            children = sorted(p for p in path.iterdir() if p.is_dir())
+        except OSError:  # unreadable: skip it, as ``tensorboard --logdir`` does
+            return
+        for child in children:
+            if is_run_dir(child):
+                found.append(child)
+            elif child.name not in SKIPPED_FOLDERS and not child.name.startswith("."):
+                walk(child)
+
+    walk(folder)
+    return found
+
+
+def _runs_of(path: Path) -> list[Path]:
+    """The run directories one path stands for: itself, or those found below it."""
+    if is_run_dir(path):
+        return [path]
+    if not path.is_dir():
+        raise MtrlError(f"{path} is not a run directory (no {CONFIG})")
+    found = find_runs(path)
+    if not found:
+        raise MtrlError(f"{path} holds no run directories (no {CONFIG} in it or below it)")
+    return found
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """Run directories named by paths, folders of runs (searched recursively, like
+    ``tensorboard --logdir``) or glob patterns; in argument order, each argument's runs sorted by
+    path, a run reached twice counted once.
+
+    A pattern that matches nothing, a file that is not a run directory or a folder holding no
+    runs is a one-line error.
     """
     paths: list[Path] = []
+    seen: set[Path] = set()
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         if not matches or not Path(matches[0]).exists():
             raise MtrlError(f"{pattern!r} matches no file or directory")
         for match in matches:
-            path = Path(match)
-            if not (path / CONFIG).is_file():
-                inside = sum(1 for p in path.glob(f"*/{CONFIG}")) if path.is_dir() else 0
-                hint = f" (it holds {inside} run directories: use {path}/*)" if inside else ""
-                raise MtrlError(f"{path} is not a run directory (no {CONFIG}){hint}")
-            if path.resolve() not in {p.resolve() for p in paths}:
-                paths.append(path)
+            for path in _runs_of(Path(match)):
+                if path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    paths.append(path)
     return paths
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import gymnasium as gym
 
+from mtrl.configtools import preset_path
 from mtrl.envs import gym_tasks, metaworld_tasks, pointmass
-from mtrl.envs.config import SuiteConfig, load_suite_config
+from mtrl.envs.config import PRESET_DIR, SuiteConfig, load_suite_config
 from mtrl.envs.spec import EnvSpec, RawTask, build_env
 from mtrl.envs.wrappers import suite_observation_space, unit_action_space
 from mtrl.errors import MtrlError, close_matches
@@ -112,5 +113,11 @@ def suite_from_config(cfg: SuiteConfig, seed: int = 0) -> TaskSuite:
 def load_suite(
     name_or_path: str, overrides: Mapping[str, Any] | None = None, seed: int = 0
 ) -> TaskSuite:
-    """Load a preset (``envs/<name>.yaml``) or a YAML file, apply overrides, build the suite."""
-    return suite_from_config(load_suite_config(name_or_path, overrides), seed)
+    """Load a preset (``envs/<name>.yaml``) or a YAML file, apply overrides, build the suite.
+
+    A ``module:Class`` task not on ``sys.path`` is looked for next to the YAML file, then in the
+    current directory.
+    """
+    cfg = load_suite_config(name_or_path, overrides)
+    with gym_tasks.suite_dir(preset_path(name_or_path, PRESET_DIR, "suite").parent):
+        return suite_from_config(cfg, seed)
