@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -13,9 +14,15 @@ import torch
 from mtrl.errors import MtrlError
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(
+    path: str | Path, write: Callable[[BinaryIO], None], exclusive: bool = False
+) -> Path:
     """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it, then rename it
-    to ``path``: a crash never leaves a half-written file there."""
+    to ``path``: a crash never leaves a half-written file there.
+
+    :param exclusive: fail with ``FileExistsError`` if ``path`` exists (also when another
+        process creates it at the same time) instead of replacing it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,11 +31,24 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        if exclusive:
+            _publish_new(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+def _publish_new(tmp: str, path: Path) -> None:
+    """Give the complete file ``tmp`` the name ``path`` unless ``path`` exists (FileExistsError)."""
+    try:
+        os.link(tmp, path)  # atomic, and never replaces an existing file
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (some FUSE and SMB mounts): claim the name, then fill it
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.replace(tmp, path)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -42,6 +62,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise MtrlError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
-        raise MtrlError(f"cannot read checkpoint {path}: {exc.__class__.__name__}: {exc}") from exc
+        raise MtrlError(f"{path} is corrupt or truncated: {_gist(exc)}") from exc
+    if not isinstance(state, dict) or "step" not in state:
+        raise MtrlError(f"{path} is corrupt or truncated: it holds no mtrl checkpoint")
+    return state
+
+
+def _gist(exc: BaseException, limit: int = 160) -> str:
+    """``TypeName: first sentence of the first line`` of an exception, at most ``limit`` chars
+    (torch's messages run to paragraphs)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].split(". ")[0] if lines else ""
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

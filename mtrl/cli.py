@@ -25,8 +25,10 @@ Everything is checked before the run starts; a bad key or value is a one-line er
                     surgery.OPTION=V sets an option
   resume=RUN_DIR    continue a run from its checkpoint; only steps, device, num_workers,
                     torch_threads, step_timeout, eval.*, logger.* and checkpoint.* may change
-Outputs go to a new run directory under OUT (see README "Run directories"): config.yaml (the
-resolved config), metrics.jsonl, system.json, checkpoint.pt, summary.json.
+Outputs go to a new run directory OUT/<suite>__<method>__seed<k>__<time>__<config hash>:
+config.yaml (the resolved config), metrics.jsonl, system.json, checkpoint.pt, summary.json.
+SIGTERM or Ctrl-C stops at the end of the current step with a checkpoint and prints the resume
+command (a second one stops at once). Resuming a finished run does nothing.
 
 examples:
   mtrl train quickstart
@@ -99,7 +101,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if experiment is None:
             raise MtrlError("give an experiment (e.g. mtrl train quickstart) or resume=RUN_DIR")
         trainer = make_runner(resolve_config(experiment, items))
-    print(f"run directory: {trainer.run_dir}")
     summary = trainer.run()
     _print_table(summary)
     outputs = getattr(trainer, "outputs", "config.yaml, metrics.jsonl, checkpoint.pt, summary.json")
@@ -146,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy, step = load_target(spec.policy)(path, cfg, device)
     suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
-    result = evaluate(policy, suite, episodes, args.seed, args.num_workers)
+    result = evaluate(policy, suite, episodes, args.seed, args.num_workers, cfg.step_timeout)
     summary = {
         "success": dict(zip(result.task_names, result.success.tolist(), strict=True)),
         "return": dict(zip(result.task_names, result.returns.tolist(), strict=True)),
@@ -329,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except MtrlError as exc:
+        signum = getattr(exc, "signum", None)
+        if signum:  # stopped by SIGTERM or Ctrl-C, with a checkpoint: not an error of the user
+            print(f"mtrl: {exc}", file=sys.stderr)
+            return 128 + signum
         print(f"mtrl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -82,7 +82,8 @@ class LoggerConfig:
     tensorboard: Bool = False
     """Also write TensorBoard event files to ``<run_dir>/tensorboard`` (needs ``tensorboard``)."""
     progress: Bool = True
-    """Show a progress bar and a one-line summary at each evaluation on the console."""
+    """Show a progress bar on the console (the one-line summary at each evaluation is always
+    printed)."""
 
 
 @config_class

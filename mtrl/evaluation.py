@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mtrl.envs import TaskSuite
-from mtrl.rollout import Rollout
+from mtrl.rollout import NonFiniteEnvError, Rollout
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -49,7 +49,12 @@ def eval_seed(seed: int, index: int) -> int:
 
 
 def evaluate(
-    policy: Policy, suite: TaskSuite, episodes: int, seed: int, num_workers: int = 0
+    policy: Policy,
+    suite: TaskSuite,
+    episodes: int,
+    seed: int,
+    num_workers: int = 0,
+    timeout: float = 120.0,
 ) -> EvalResult:
     """Run ``policy`` until every task has finished ``episodes`` episodes; count the first N.
 
@@ -58,19 +63,24 @@ def evaluate(
     :param episodes: episodes per task.
     :param seed: env seed of this evaluation (see ``eval_seed``).
     :param num_workers: rollout worker processes for the evaluation envs.
+    :param timeout: seconds the envs may take to answer one step or reset (``step_timeout``).
+    :raises RolloutError: if an env raises, hangs or returns NaN or inf (named as in evaluation).
     """
     tasks = suite.num_tasks
     success = [[] for _ in range(tasks)]
     returns = [[] for _ in range(tasks)]
-    with Rollout(suite, num_workers=num_workers, seed=seed) as rollout:
-        obs = rollout.reset()
-        while min(len(s) for s in success) < episodes:
-            result = rollout.step(policy(obs))
-            obs = result.obs
-            for ep in result.episodes:
-                if len(success[ep.task]) < episodes:
-                    success[ep.task].append(float(ep.success))
-                    returns[ep.task].append(ep.episode_return)
+    with Rollout(suite, num_workers=num_workers, seed=seed, timeout=timeout) as rollout:
+        try:
+            obs = rollout.reset()
+            while min(len(s) for s in success) < episodes:
+                result = rollout.step(policy(obs))
+                obs = result.obs
+                for ep in result.episodes:
+                    if len(success[ep.task]) < episodes:
+                        success[ep.task].append(float(ep.success))
+                        returns[ep.task].append(ep.episode_return)
+        except NonFiniteEnvError as exc:
+            raise exc.at(exc.step, "evaluation ") from None
     return EvalResult(
         list(suite.task_names),
         np.array([np.mean(s) for s in success]),

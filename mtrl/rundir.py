@@ -1,30 +1,39 @@
 """The run directory every runner writes, and the plumbing runners share to write it.
 
-``<out>/<suite>__<method>__seed<k>__<time>/`` holds ``config.yaml`` (the resolved config),
-``metrics.jsonl``, ``system.json``, ``summary.json`` and the runner's checkpoint. ``<method>`` is
-the aggregator for MT-SAC and the algorithm's name for runners without surgery (``mtrl.runners``).
+``<out>/<suite>__<method>__seed<k>__<time>__<hash>/`` holds ``config.yaml`` (the resolved
+config), ``metrics.jsonl``, ``system.json``, ``summary.json`` and the runner's checkpoint.
+``<method>`` is the aggregator for MT-SAC and the algorithm's name for runners without surgery
+(``mtrl.runners``); ``<hash>`` tells apart configs that differ only in options.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
-import yaml
 
+from mtrl.checkpoint import atomic_write
 from mtrl.config import TrainConfig, config_from_dict, config_to_dict
 from mtrl.configtools import yaml_load
 from mtrl.errors import MtrlError
 from mtrl.evaluation import EvalResult
-from mtrl.logging import ConsoleSink, JsonlSink, Logger, Sink
+from mtrl.logging import ConsoleSink, JsonlSink, Logger, Sink, read_metrics
 from mtrl.logging.episodes import EpisodeTracker
 from mtrl.logging.system import system_info
 from mtrl.runners import method_label
+from mtrl.yamlio import yaml_dump
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
@@ -39,11 +48,20 @@ def method_of(cfg: TrainConfig) -> str:
     return method_label(cfg.agent.algorithm, cfg.surgery.name)
 
 
-def run_name(cfg: TrainConfig) -> str:
-    """``<suite>__<method>__seed<k>__<time>``: seeds of one method sort together."""
+def config_hash(cfg: TrainConfig) -> str:
+    """Six hex digits of the resolved config, ``out`` aside (where a run goes is not what it is)."""
+    data = config_to_dict(cfg)
+    data.pop("out", None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def run_name(cfg: TrainConfig, now: datetime | None = None) -> str:
+    """``<suite>__<method>__seed<k>__<time>__<hash>``: seeds of one method sort together; the
+    hash of the resolved config tells apart runs that differ only in options (``surgery.c``)."""
     suite = Path(cfg.suite).stem
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{suite}__{method_of(cfg)}__seed{cfg.seed}__{stamp}"
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return f"{suite}__{method_of(cfg)}__seed{cfg.seed}__{stamp}__{config_hash(cfg)}"
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
@@ -61,12 +79,40 @@ def make_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def create_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
-    """Make a new run directory holding the resolved ``config.yaml``; never reuse one."""
-    if (run_dir / CONFIG).exists():
-        raise MtrlError(f"run directory {run_dir} already holds a run; use resume=")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+def create_run_dir(cfg: TrainConfig, run_dir: Path, unique: bool = False) -> Path:
+    """Make a new run directory holding the resolved ``config.yaml`` and return it; never reuse
+    one, even when many runs start at once.
+
+    :param unique: ``run_dir`` is a proposed name (``<out>/<run_name>``): if another run took
+        it, take ``<name>-2``, ``<name>-3``, ...; each is claimed with an exclusive mkdir.
+        Else ``run_dir`` is used as given (it may exist) and must not hold a run yet.
+    """
+    text = yaml_dump(config_to_dict(cfg)).encode()
+    try:
+        if unique:
+            run_dir = _claim(run_dir)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MtrlError(f"cannot create run directory {run_dir}: {exc.strerror or exc}") from exc
+    try:
+        atomic_write(run_dir / CONFIG, lambda f: f.write(text), exclusive=True)
+    except FileExistsError:
+        raise MtrlError(f"run directory {run_dir} already holds a run; use resume=") from None
+    return run_dir
+
+
+def _claim(proposed: Path, tries: int = 1000) -> Path:
+    """The first of ``proposed``, ``proposed-2``, ... that this process creates itself."""
+    proposed.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, tries + 1):
+        candidate = proposed if k == 1 else proposed.with_name(f"{proposed.name}-{k}")
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise MtrlError(f"{tries} run directories named {proposed.name}[-k] exist already")
 
 
 @dataclass(frozen=True)
@@ -116,14 +162,13 @@ def open_sinks(
     keep_until: int | None = None,
     extra: Sequence[Sink] = (),
 ) -> list[Sink]:
-    """The metrics file always; console lines, TensorBoard and W&B as the config asks.
+    """The metrics file and console lines always; TensorBoard and W&B as the config asks.
 
     :param keep_until: on resume, the step of the checkpoint: rows logged after it are dropped.
     :param extra: sinks to log to besides those the config asks for.
     """
-    sinks: list[Sink] = [JsonlSink(run_dir / METRICS, keep_until=keep_until)]
-    if cfg.logger.progress:
-        sinks.append(ConsoleSink())
+    # the one-line summary at each evaluation stays without the progress bar (logs, clusters)
+    sinks: list[Sink] = [JsonlSink(run_dir / METRICS, keep_until=keep_until), ConsoleSink()]
     if cfg.logger.tensorboard:
         from mtrl.logging.tensorboard_sink import TensorBoardSink
 
@@ -175,8 +220,42 @@ def run_summary(
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    """Write ``summary.json``: its presence marks a finished run (``mtrl compare``)."""
-    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    """Write ``summary.json`` atomically: its presence marks a finished run (``mtrl compare``)."""
+    text = json.dumps(summary, indent=2).encode()
+    atomic_write(run_dir / SUMMARY, lambda f: f.write(text))
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``summary.json``, or None if it has none (or an unreadable one)."""
+    try:
+        return json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def logged_eval(
+    run_dir: Path, step: int, task_names: Sequence[str], episodes: int
+) -> tuple[int, EvalResult] | None:
+    """The latest evaluation in the run's ``metrics.jsonl`` at or before ``step``, with its step
+    (None if there is none): what a resumed run last knew of its policy."""
+    path = run_dir / METRICS
+    rows = read_metrics(path) if path.is_file() else []
+    for row in reversed(rows):
+        if row.get("step", 0) > step or "eval/success_mean" not in row:
+            continue
+        try:
+            success = [_number(row[f"eval/success/{name}"]) for name in task_names]
+            returns = [_number(row[f"eval/return/{name}"]) for name in task_names]
+        except KeyError:
+            return None
+        ev = EvalResult(list(task_names), np.array(success), np.array(returns), episodes)
+        return int(row["step"]), ev
+    return None
+
+
+def _number(value: float | None) -> float:
+    """A metrics-file value as a float (non-finite values are written as null)."""
+    return float("nan") if value is None else float(value)
 
 
 def row_extras(
@@ -201,3 +280,54 @@ def progress_postfix(
     if last_eval is not None:
         postfix["success"] = f"{last_eval.success_mean:.2f}"
     return postfix
+
+
+class RunInterrupted(MtrlError):
+    """A run stopped on a signal (SIGTERM, Ctrl-C) after saving what it could; ``signum`` is the
+    signal (a CLI exits with 128 + signum)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """While entered, SIGTERM (what schedulers and Ray send before killing) and SIGINT (Ctrl-C)
+    ask the run to stop at its next consistent point: ``received`` is set, and the runner saves a
+    checkpoint there and raises :class:`RunInterrupted`. A second signal stops at once
+    (KeyboardInterrupt). Handlers are installed only in the main thread (Python's rule) and the
+    previous ones come back on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        """The name of the signal received (e.g. ``SIGTERM``), or ''."""
+        return signal.Signals(self.received).name if self.received else ""
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        note = (
+            f"\nmtrl: {signal.Signals(signum).name} received: stopping after this step with a "
+            "checkpoint (send it again to stop at once)\n"
+        )
+        with contextlib.suppress(OSError):  # os.write, not print: it may have interrupted a print
+            os.write(2, note.encode())

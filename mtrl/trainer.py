@@ -28,7 +28,7 @@ from mtrl.logging import Logger, Sink
 from mtrl.logging.episodes import EpisodeTracker
 from mtrl.logging.figures import cosine_heatmap
 from mtrl.replay import MultiTaskReplay
-from mtrl.rollout import Rollout
+from mtrl.rollout import NonFiniteEnvError, Rollout
 from mtrl.rundir import (
     CHECKPOINT,
     CONFIG,
@@ -36,13 +36,17 @@ from mtrl.rundir import (
     SUMMARY,
     SYSTEM,
     TENSORBOARD,
+    RunInterrupted,
+    StopSignals,
     check_sinks,
     create_run_dir,
     due_at,
+    logged_eval,
     make_device,
     open_sinks,
     progress_postfix,
     read_run_config,
+    read_summary,
     row_extras,
     run_name,
     run_summary,
@@ -71,7 +75,8 @@ class Trainer:
     """One training run of MT-SAC with gradient surgery on a task suite.
 
     :param cfg: the resolved run config.
-    :param run_dir: where outputs go; a new ``<out>/<run name>`` when None.
+    :param run_dir: where outputs go; a new ``<out>/<run name>`` when None (``run_dir`` is then
+        final once ``run`` made it: another run may have taken the name first).
     :param resume: continue from ``run_dir/checkpoint.pt``.
     :param sinks: sinks to log to besides those the config asks for (e.g. a tuner's reporter).
     """
@@ -92,6 +97,7 @@ class Trainer:
         self.device = make_device(cfg.device)
         check_sinks(cfg)  # fail before the (possibly slow) suite is built
         self.extra_sinks = list(sinks)
+        self._named = run_dir is None  # run() claims a unique directory near this name
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out) / run_name(cfg)
         self.resume = resume
         self.suite: TaskSuite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
@@ -117,6 +123,9 @@ class Trainer:
         self.step = 0
         self.eval_count = 0
         self.last_eval: EvalResult | None = None
+        self.last_eval_step: int | None = None
+        self.saved_step: int | None = None
+        """The step of the checkpoint in the run directory (None before the first)."""
         self.episodes = EpisodeTracker()
         self.episodes.reset(s.num_tasks)
         self.timers = {"env": 0.0, "update": 0.0, "surgery": 0.0, "eval": 0.0, "wall": 0.0}
@@ -144,12 +153,16 @@ class Trainer:
                 "python": random.getstate(),
             },
             "timers": dict(self.timers),
+            # training episodes since the last log row: a checkpoint between rows keeps them
+            "episodes": {"returns": self.episodes.returns, "successes": self.episodes.successes},
         }
 
     def save(self, obs: np.ndarray, rollout: Rollout) -> Path:
         """Write the checkpoint atomically into the run directory."""
         self._tick()
-        return save_checkpoint(self.checkpoint_state(obs, rollout), self.run_dir / CHECKPOINT)
+        path = save_checkpoint(self.checkpoint_state(obs, rollout), self.run_dir / CHECKPOINT)
+        self.saved_step = self.step
+        return path
 
     def restore(self) -> dict[str, Any]:
         """Load the run directory's checkpoint into the agent, replay, RNGs and counters."""
@@ -164,10 +177,14 @@ class Trainer:
                 file=sys.stderr,
             )
         self.step, self.eval_count = int(state["step"]), int(state["eval_count"])
+        self.saved_step = self.step
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.action_rng.bit_generator.state = state["rng"]["numpy"]
         random.setstate(_as_tuple(state["rng"]["python"]))
         self.timers.update(state["timers"])
+        if "episodes" in state:  # not in checkpoints of older versions
+            self.episodes.returns = [list(r) for r in state["episodes"]["returns"]]
+            self.episodes.successes = [list(r) for r in state["episodes"]["successes"]]
         return state
 
     def _resume_envs(self, rollout: Rollout, state: dict[str, Any], obs: np.ndarray) -> np.ndarray:
@@ -188,7 +205,38 @@ class Trainer:
             if not (self.run_dir / CHECKPOINT).is_file():
                 raise MtrlError(f"cannot resume: no {CHECKPOINT} in {self.run_dir}")
             return
-        create_run_dir(self.cfg, self.run_dir)
+        self.run_dir = create_run_dir(self.cfg, self.run_dir, unique=self._named)
+        print(f"run directory: {self.run_dir}")
+
+    def _resume_point(self) -> dict[str, Any] | None:
+        """After ``restore``: the summary of a run already at ``cfg.steps`` (nothing to do), or
+        None when training (or the final evaluation) is left; ``steps`` below the checkpoint's
+        step is an error. Brings back the latest evaluation logged (the progress bar shows it).
+        """
+        steps = self.cfg.steps
+        if self.step > steps:
+            raise MtrlError(
+                f"steps={steps} is below the step of the checkpoint in {self.run_dir} "
+                f"({self.step}); resume with steps={self.step} or more"
+            )
+        names = self.suite.task_names
+        found = logged_eval(self.run_dir, self.step, names, self.cfg.eval.episodes)
+        if found is not None:
+            self.last_eval_step, self.last_eval = found
+        if self.step < steps:
+            print(f"resuming from step {self.step} in {self.run_dir}")
+            return None
+        summary = read_summary(self.run_dir)
+        if summary is None and self.last_eval_step == self.step:
+            # stopped after its final checkpoint but before its summary: finish that
+            summary = self.summary(self.timers["wall"])
+            write_summary(self.run_dir, summary)
+        if summary is not None:
+            print(
+                f"run {self.run_dir} is complete at step {self.step}: nothing to do "
+                "(resume with a larger steps= to train on)"
+            )
+        return summary
 
     def evaluate(self) -> EvalResult:
         """Deterministic evaluation of the current policy on fresh envs."""
@@ -199,17 +247,27 @@ class Trainer:
             self.cfg.eval.episodes,
             eval_seed(self.cfg.seed, self.eval_count),
             self.cfg.eval.num_workers,
+            self.cfg.step_timeout,
         )
         self.eval_count += 1
         self.timers["eval"] += time.perf_counter() - start
-        self.last_eval = result
+        self.last_eval, self.last_eval_step = result, self.step
         return result
 
     def run(self) -> dict[str, Any]:
-        """Train to ``cfg.steps`` env steps per task; returns the summary written to summary.json."""
+        """Train to ``cfg.steps`` env steps per task; returns the summary written to summary.json.
+
+        SIGTERM or Ctrl-C stops at the end of the current step with a checkpoint
+        (:class:`RunInterrupted`); resuming a finished run returns its summary.
+        """
         cfg = self.cfg
         self._prepare_run_dir()
-        saved = self.restore() if self.resume else None
+        saved = None
+        if self.resume:
+            saved = self.restore()
+            done = self._resume_point()
+            if done is not None:
+                return done
         logger = Logger(self._sinks(), self.suite.task_names)
         write_system(self.run_dir, self.device, logger)
         bar = tqdm(
@@ -225,7 +283,15 @@ class Trainer:
         self._started, self._steps_at_start, self._updates = started, self.step, 0
         self._wall_mark = started
         try:
-            with Rollout(self.suite, num_workers=cfg.num_workers, seed=cfg.seed) as rollout:
+            with (
+                StopSignals() as stop,
+                Rollout(
+                    self.suite,
+                    num_workers=cfg.num_workers,
+                    seed=cfg.seed,
+                    timeout=cfg.step_timeout,
+                ) as rollout,
+            ):
                 obs = rollout.reset()
                 if saved is not None:
                     obs = self._resume_envs(rollout, saved, obs)
@@ -234,33 +300,46 @@ class Trainer:
                     self.step += 1
                     bar.update(1)
                     self._periodic(rollout, obs, logger, bar)
-                if self.last_eval is None:  # resumed a finished run: nothing was stepped
+                    if stop.received and self.step < cfg.steps:
+                        self.save(obs, rollout)
+                        raise RunInterrupted(
+                            f"stopped by {stop.name} at step {self.step} with a checkpoint; "
+                            f"continue with: mtrl train resume={self.run_dir}",
+                            stop.received,
+                        )
+                if self.last_eval_step != self.step:  # resumed at the last step, not evaluated
                     self.evaluate()
                     self._log(logger, evaluated=True)
                 self.save(obs, rollout)
+            self._tick()
+            summary = self.summary(self.timers["wall"])
+            write_summary(self.run_dir, summary)
         except KeyboardInterrupt:
-            if (self.run_dir / CHECKPOINT).is_file():
+            if self.saved_step is not None:
                 print(
-                    f"\ninterrupted at step {self.step}; continue from the last checkpoint with: "
-                    f"mtrl train resume={self.run_dir}",
+                    f"\ninterrupted at step {self.step}; continue from the last checkpoint "
+                    f"(step {self.saved_step}) with: mtrl train resume={self.run_dir}",
                     file=sys.stderr,
                 )
             raise
         except NonFiniteGradientError as exc:
             raise MtrlError(
-                f"training diverged at step {self.step}: {exc}; the last checkpoint in "
-                f"{self.run_dir} is intact (try a lower learning rate or agent.grad_clip)"
+                f"training diverged at step {self.step + 1}: {exc}; {self._checkpoint_note()} "
+                "(try a lower learning rate or agent.grad_clip)"
             ) from exc
         finally:
             bar.close()
             logger.close()
-        self._tick()
-        summary = self.summary(self.timers["wall"])
-        write_summary(self.run_dir, summary)
         return summary
 
+    def _checkpoint_note(self) -> str:
+        """Where training can restart from, without claiming a checkpoint that is not there."""
+        if self.saved_step is None:
+            return "no checkpoint was written before"
+        return f"the last checkpoint in {self.run_dir} (step {self.saved_step}) is intact"
+
     def _sinks(self) -> list[Sink]:
-        """The metrics file always; console lines, TensorBoard and W&B as the config asks."""
+        """The metrics file and console lines always; TensorBoard and W&B as the config asks."""
         kept = self.step if self.resume else None
         return open_sinks(self.cfg, self.run_dir, self.suite.name, kept, self.extra_sinks)
 
@@ -274,7 +353,10 @@ class Trainer:
         else:
             actions = self.agent.act(obs)
         start = time.perf_counter()
-        result = rollout.step(actions)
+        try:
+            result = rollout.step(actions)
+        except NonFiniteEnvError as exc:  # count steps as the run does, not as this rollout
+            raise exc.at(self.step + 1) from None
         self.timers["env"] += time.perf_counter() - start
         self.replay.add(
             obs, actions, result.reward, result.next_obs, result.terminated, result.truncated

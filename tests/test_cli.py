@@ -128,7 +128,7 @@ def test_help_explains_overrides(capsys):
         assert key in out
 
 
-def test_diverging_task_stops_with_a_clear_error_and_an_intact_checkpoint(tmp_path, capsys):
+def test_env_returning_nan_stops_with_a_clear_error_and_an_intact_checkpoint(tmp_path, capsys):
     tests_dir = str(Path(__file__).resolve().parent)
     if tests_dir not in sys.path:
         sys.path.insert(0, tests_dir)
@@ -153,8 +153,8 @@ def test_diverging_task_stops_with_a_clear_error_and_an_intact_checkpoint(tmp_pa
     )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("mtrl: error: training diverged at step ")
-    assert "non-finite (NaN/inf) gradient for faulty" in err and "checkpoint" in err
+    assert err.startswith("mtrl: error: the env of task 'faulty' (task 1) returned NaN")
+    assert "at step 25" in err and "not a training divergence" in err
     run = run_dir_of(tmp_path)
     from mtrl.checkpoint import load_checkpoint
 

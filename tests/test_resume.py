@@ -1,11 +1,18 @@
-"""A run resumed from its checkpoint gives the same metrics as an uninterrupted one (CPU)."""
+"""A run resumed from its checkpoint gives the same metrics as an uninterrupted one (CPU);
+resuming a finished run changes nothing; a broken checkpoint or env is a one-line error."""
 
 import json
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from mtrl.cli import main
 from mtrl.logging import read_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # plug-in envs, also for workers
 
 ARGS = [
     "quickstart",
@@ -19,6 +26,7 @@ ARGS = [
     "agent.batch_size=16",
     "suite.max_episode_steps=15",  # episodes straddle the checkpoint
     "logger.progress=false",
+    "torch_threads=1",  # several times faster on small CPUs
 ]
 
 
@@ -28,14 +36,18 @@ def comparable(rows):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_matches_an_uninterrupted_run(tmp_path, workers):
+def test_resume_matches_an_uninterrupted_run(tmp_path, workers, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(["train", *ARGS, f"num_workers={workers}", "steps=100", f"out={straight}"]) == 0
     # stop at a checkpoint mid-episode (episodes are 15 steps), then continue to the end
     assert main(["train", *ARGS, f"num_workers={workers}", "steps=40", f"out={split}"]) == 0
     (run_a,) = straight.iterdir()
     (run_b,) = split.iterdir()
+    capsys.readouterr()
     assert main(["train", f"resume={run_b}", "steps=100"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming from step 40 in {run_b}" in out
+    assert "step 80  success " in out  # the line per evaluation, even without a progress bar
     rows_a, rows_b = read_metrics(run_a / "metrics.jsonl"), read_metrics(run_b / "metrics.jsonl")
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
     assert comparable(rows_a) == comparable(rows_b)
@@ -72,3 +84,134 @@ def test_resume_without_replay_refills_and_finishes(tmp_path, capsys):
     assert main(["train", f"resume={run}", "steps=60"]) == 0
     assert "holds no replay buffer" in capsys.readouterr().err
     assert json.loads((run / "summary.json").read_text())["steps"] == 60
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A run finished at step 40 (evaluated at 20 and 40, checkpointed at 40)."""
+    out = tmp_path_factory.mktemp("finished")
+    args = [*ARGS, "steps=40", "warmup=20", "eval.every=20", "checkpoint.every=20", f"out={out}"]
+    assert main(["train", *args]) == 0
+    (run,) = out.iterdir()
+    return run
+
+
+@pytest.fixture
+def run(finished, tmp_path) -> Path:
+    """A copy of the finished run to spoil."""
+    return Path(shutil.copytree(finished, tmp_path / finished.name))
+
+
+def test_resuming_a_finished_run_changes_nothing(run, capsys):
+    before = snapshot(run)
+    summary = json.loads(before["summary.json"])
+    for more in ([], ["steps=40"]):
+        capsys.readouterr()
+        assert main(["train", f"resume={run}", *more]) == 0
+        out = capsys.readouterr().out
+        assert f"run {run} is complete at step 40: nothing to do" in out
+        assert f"{summary['success_mean']:7.2f}" in out  # its table, from summary.json
+        assert snapshot(run) == before
+
+
+def test_steps_below_the_checkpoint_is_a_one_line_error(run, capsys):
+    before = snapshot(run)
+    assert main(["train", f"resume={run}", "steps=20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"mtrl: error: steps=20 is below the step of the checkpoint in {run} (40); "
+        "resume with steps=40 or more"
+    )
+    assert snapshot(run) == before
+
+
+def test_a_run_stopped_before_its_summary_takes_its_last_evaluation(run, capsys):
+    before = snapshot(run)
+    (run / "summary.json").unlink()
+    assert main(["train", f"resume={run}"]) == 0
+    assert "is complete at step 40" in capsys.readouterr().out
+    after = snapshot(run)
+    rebuilt, summary = json.loads(after.pop("summary.json")), json.loads(before.pop("summary.json"))
+    assert after == before  # no new evaluation, no new row
+    for key in ("steps", "success", "return", "success_mean", "eval_episodes"):
+        assert rebuilt[key] == summary[key]
+    assert rebuilt["run_dir"] == str(run)
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "garbage"])
+def test_a_corrupt_checkpoint_is_a_one_line_error(run, capsys, spoil):
+    checkpoint = run / "checkpoint.pt"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2] if spoil == "truncated" else b"\x00garbage" * 64)
+    before = snapshot(run)
+    for argv in (["train", f"resume={run}", "steps=60"], ["eval", str(run)]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"mtrl: error: {checkpoint} is corrupt or truncated: ")
+        assert "\n" not in err and len(err) < 300 + len(str(checkpoint))
+        assert snapshot(run) == before
+
+
+def odd_suite(env: str, workers: int, *kwargs: str) -> list[str]:
+    """Overrides for a two-task run where task 1 is the plug-in env ``env``."""
+    tasks = (
+        f'[{{id: Pendulum-v1, name: pend}}, {{id: "plugin_envs:{env}", name: odd, '
+        f"kwargs: {{{', '.join(kwargs)}}}}}]"
+    )
+    return [
+        "quickstart",
+        "suite=classic-control",
+        f"suite.tasks={tasks}",
+        "suite.max_episode_steps=10",
+        f"num_workers={workers}",
+        "steps=60",
+        "warmup=10",
+        "eval.every=0",
+        "eval.episodes=1",
+        "logger.every=10",
+        *ARGS[6:],  # small networks, no progress bar, one thread
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_env_returning_nan_is_named_not_called_a_divergence(tmp_path, capsys, workers):
+    argv = odd_suite("BadValueEnv", workers, "from_step: 25")
+    assert main(["train", *argv, "checkpoint.every=20", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "mtrl: error: the env of task 'odd' (task 1) returned NaN in its reward at step 25 "
+        "(a bug in the env or its wrapper, not a training divergence)"
+    )
+
+
+@pytest.mark.parametrize("every", [0, 10])
+def test_a_divergence_claims_only_a_checkpoint_that_exists(tmp_path, capsys, every):
+    # a finite but huge reward overflows the critic's loss: training diverges, the env is fine
+    argv = odd_suite("BadValueEnv", 0, "from_step: 15", "value: 1.0e38")
+    assert main(["train", *argv, f"checkpoint.every={every}", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mtrl: error: training diverged at step 15: ")
+    (run,) = tmp_path.iterdir()
+    if every:
+        assert f"the last checkpoint in {run} (step 10) is intact" in err
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 10
+    else:
+        assert "no checkpoint was written before" in err and "intact" not in err
+        assert not (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_hanging_env_stops_training_with_an_error_naming_it(tmp_path, capsys, workers):
+    argv = odd_suite("HangingEnv", workers, "hang_step: 5", "seconds: 60")
+    assert main(["train", *argv, "step_timeout=1", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    where = "worker 1" if workers else "in-process"
+    assert err == (
+        f"mtrl: error: env of task 'odd' (task 1, {where}) did not return from step within "
+        "1 s (step_timeout)"
+    )

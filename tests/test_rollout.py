@@ -12,13 +12,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from mtrl.envs import TaskSuite, load_suite
 from mtrl.errors import MtrlError
+from mtrl.evaluation import evaluate
 from mtrl.rollout import (
+    NonFiniteEnvError,
     Rollout,
     RolloutError,
     StepResult,
@@ -26,6 +29,7 @@ from mtrl.rollout import (
     shard_bounds,
     task_seed,
 )
+from mtrl.rollout.alarm import Expired, time_limit
 from mtrl.rollout.sharding import META_WORLD_STEP_MS
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -68,14 +72,14 @@ def trajectory(suite: TaskSuite, num_workers: int, seed: int, steps: int) -> lis
     return arrays
 
 
-def faulty_suite(**fault: int) -> TaskSuite:
-    """Pendulum tasks plus, at index 2, a ``FaultyEnv`` raising as ``fault`` says."""
+def faulty_suite(env: str = "rollout_faulty_env:FaultyEnv", **fault: Any) -> TaskSuite:
+    """Pendulum tasks plus, at index 2, ``env`` (a ``FaultyEnv``) misbehaving as ``fault`` says."""
     if str(TESTS_DIR) not in sys.path:  # pytest's default import mode puts it there already
         sys.path.insert(0, str(TESTS_DIR))
     tasks = [
         {"id": "Pendulum-v1", "name": "pend-a"},
         {"id": "Pendulum-v1", "name": "pend-b"},
-        {"id": "rollout_faulty_env:FaultyEnv", "name": "faulty", "kwargs": fault},
+        {"id": env, "name": "faulty", "kwargs": fault},
         {"id": "Pendulum-v1", "name": "pend-c"},
     ]
     return load_suite("classic-control", overrides={"tasks": tasks, "max_episode_steps": 3})
@@ -265,6 +269,98 @@ def test_env_fault_names_task_and_worker(
         assert_no_workers(pids)
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(
+    ("field", "value", "text"),
+    [
+        ("reward", float("nan"), "NaN in its reward"),
+        ("obs", float("-inf"), "inf in its observation"),
+    ],
+)
+def test_non_finite_env_output_names_task_and_step(
+    num_workers: int, field: str, value: float, text: str
+) -> None:
+    suite = faulty_suite("plugin_envs:BadValueEnv", from_step=4, field=field, value=value)
+    with Rollout(suite, num_workers=num_workers, seed=0) as rollout:
+        rollout.reset()
+        for _ in range(3):
+            rollout.step(np.zeros((4, 1), np.float32))
+        with pytest.raises(NonFiniteEnvError) as info:
+            rollout.step(np.zeros((4, 1), np.float32))
+        assert isinstance(info.value, MtrlError)
+        assert str(info.value) == (
+            f"the env of task 'faulty' (task 2) returned {text} at step 4 "
+            "(a bug in the env or its wrapper, not a training divergence)"
+        )
+        assert str(info.value.at(104)).count("at step 104 ") == 1  # as the trainer counts
+        assert not rollout.closed
+        with pytest.raises(NonFiniteEnvError, match="at step 5 "):
+            rollout.step(np.zeros((4, 1), np.float32))
+
+
+def test_non_finite_reset_and_evaluation_steps_are_named() -> None:
+    suite = faulty_suite("plugin_envs:BadValueEnv", from_step=0, field="obs")
+    with (
+        Rollout(suite, num_workers=0, seed=0) as rollout,
+        pytest.raises(
+            NonFiniteEnvError,
+            match=r"'faulty' \(task 2\) returned NaN in its observation at reset \(",
+        ),
+    ):
+        rollout.reset()
+    suite = faulty_suite("plugin_envs:BadValueEnv", from_step=2)
+    with pytest.raises(
+        NonFiniteEnvError, match=r"returned NaN in its reward at evaluation step 2 \("
+    ):
+        evaluate(lambda obs: np.zeros((4, 1), np.float32), suite, episodes=1, seed=0)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_hanging_env_is_an_error_naming_it_after_the_timeout(num_workers: int) -> None:
+    suite = faulty_suite("plugin_envs:HangingEnv", hang_step=2, seconds=60)
+    rollout = Rollout(suite, num_workers=num_workers, seed=0, timeout=1)
+    pids = rollout.pids
+    rollout.reset()
+    rollout.step(np.zeros((4, 1), np.float32))
+    start = time.monotonic()
+    with pytest.raises(RolloutError) as info:
+        rollout.step(np.zeros((4, 1), np.float32))
+    where = "worker 1" if num_workers else "in-process"
+    assert str(info.value) == (
+        f"env of task 'faulty' (task 2, {where}) did not return from step within 1 s (step_timeout)"
+    )
+    assert time.monotonic() - start < 3  # the hung worker is killed, not waited for
+    assert rollout.closed
+    if num_workers:
+        assert_no_workers(pids)
+
+
+def test_time_limit_keeps_an_outer_timer_and_its_handler() -> None:
+    saved_handler = signal.getsignal(signal.SIGALRM)  # pytest-timeout's, if it uses signals
+    saved_timer = signal.getitimer(signal.ITIMER_REAL)
+    fired: list[float] = []
+
+    def outer(signum: int, frame: Any) -> None:
+        fired.append(time.monotonic())
+
+    try:
+        signal.signal(signal.SIGALRM, outer)
+        start = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # due before the limit: fires, in its turn
+        with pytest.raises(Expired), time_limit(0.5):
+            time.sleep(5)
+        assert len(fired) == 1 and 0.15 < fired[0] - start < 0.45
+        assert 0.45 < time.monotonic() - start < 2
+        signal.setitimer(signal.ITIMER_REAL, 10.0)  # due after: re-armed once the block ends
+        with time_limit(1.0):
+            time.sleep(0.01)
+        assert 9.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 10.0
+        assert signal.getsignal(signal.SIGALRM) is outer and len(fired) == 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, *saved_timer)
+        signal.signal(signal.SIGALRM, saved_handler)
+
+
 def test_env_construction_fault_in_worker() -> None:
     suite = faulty_suite(only_in_pid=os.getpid())
     with pytest.raises(RolloutError) as info:
@@ -345,11 +441,12 @@ while sys.argv[1] == "loop":
 """
 
 
-@pytest.mark.parametrize("ending", ["ctrl-c", "exit-without-close"])
+@pytest.mark.parametrize("ending", ["ctrl-c", "sigterm", "exit-without-close"])
 def test_process_end_leaves_no_orphans(ending: str) -> None:
-    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or a plain exit."""
+    """Ctrl-C or SIGTERM to the process group (as a terminal or a scheduler sends them), or a
+    plain exit: workers ignore both signals, and leave when the parent does."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, "loop" if ending == "ctrl-c" else "exit"],
+        [sys.executable, "-c", SCRIPT, "exit" if ending.startswith("exit") else "loop"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.PIPE,
@@ -361,9 +458,9 @@ def test_process_end_leaves_no_orphans(ending: str) -> None:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2, proc.stderr.read() if proc.stderr else ""
-        if ending == "ctrl-c":
+        if ending != "exit-without-close":
             time.sleep(0.3)  # let it step for a while
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT if ending == "ctrl-c" else signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
@@ -371,6 +468,8 @@ def test_process_end_leaves_no_orphans(ending: str) -> None:
             proc.wait()
     if ending == "ctrl-c":
         assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
+    elif ending == "sigterm":
+        assert proc.returncode == -signal.SIGTERM, stderr  # no handler in this script
     else:
         assert proc.returncode == 0, stderr
     # Only the parent's KeyboardInterrupt: workers ignore SIGINT and exit quietly.

@@ -52,8 +52,11 @@ from mtrl.evaluation import EvalResult, Policy, eval_seed, evaluate
 from mtrl.logging import Logger, Sink
 from mtrl.logging.episodes import EpisodeTracker
 from mtrl.rollout import task_seed
+from mtrl.rollout.alarm import Expired, time_limit
 from mtrl.rollout.shard import one_line
 from mtrl.rundir import (
+    RunInterrupted,
+    StopSignals,
     check_sinks,
     create_run_dir,
     due_at,
@@ -134,11 +137,20 @@ class LossRecorder(SB3Logger):
 
 class TaskEnv(gym.Wrapper):
     """Task i's suite env as its SAC sees it: counts training episodes, times the env, and turns
-    an env's exception into a one-line error naming the task."""
+    an env's exception or hang (longer than ``timeout`` seconds) into a one-line error naming
+    the task."""
 
-    def __init__(self, env: gym.Env, task: int, name: str, episodes: EpisodeTracker) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        task: int,
+        name: str,
+        episodes: EpisodeTracker,
+        timeout: float = 120.0,
+    ) -> None:
         super().__init__(env)
         self.task, self.name, self.episodes = task, name, episodes
+        self.timeout = timeout
         self.seconds = 0.0
         self._return, self._success = 0.0, False
 
@@ -159,7 +171,13 @@ class TaskEnv(gym.Wrapper):
     def _guard(self, phase: str, call: Any) -> Any:
         start = time.perf_counter()
         try:
-            return call()
+            with time_limit(self.timeout):
+                return call()
+        except Expired:
+            raise MtrlError(
+                f"env of task {self.name!r} (task {self.task}) did not return from {phase} "
+                f"within {self.timeout:g} s (step_timeout)"
+            ) from None
         except Exception as exc:
             raise MtrlError(
                 f"env of task {self.name!r} (task {self.task}) raised during {phase}: "
@@ -216,6 +234,7 @@ class SB3PerTaskRunner:
         self.device = make_device(cfg.device)
         check_sinks(cfg)
         self.extra_sinks = list(sinks)
+        self._named = run_dir is None  # run() claims a unique directory near this name
         self.run_dir = Path(run_dir) if run_dir is not None else Path(cfg.out) / run_name(cfg)
         self.suite: TaskSuite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
         if cfg.torch_threads:
@@ -241,7 +260,7 @@ class SB3PerTaskRunner:
     def _make_model(self, task: int) -> PerTaskSAC:
         cfg, agent = self.cfg, self.cfg.agent
         name = self.suite.task_names[task]
-        env = TaskEnv(self.suite.make_env(task), task, name, self.episodes)
+        env = TaskEnv(self.suite.make_env(task), task, name, self.episodes, cfg.step_timeout)
         target_entropy: Any = "auto" if agent.target_entropy is None else agent.target_entropy
         model = PerTaskSAC(
             "MlpPolicy",
@@ -272,7 +291,8 @@ class SB3PerTaskRunner:
     def run(self) -> dict[str, Any]:
         """Train every task to ``cfg.steps`` env steps; returns the summary (summary.json)."""
         cfg = self.cfg
-        create_run_dir(cfg, self.run_dir)
+        self.run_dir = create_run_dir(cfg, self.run_dir, unique=self._named)
+        print(f"run directory: {self.run_dir}")
         logger = Logger(
             open_sinks(cfg, self.run_dir, self.suite.name, None, self.extra_sinks),
             self.suite.task_names,
@@ -288,12 +308,21 @@ class SB3PerTaskRunner:
         )
         self._started = time.perf_counter()
         try:
-            while self.step < cfg.steps:
-                stop = next_due(cfg, self.step)
-                self._learn(stop - self.step)
-                bar.update(stop - self.step)
-                self.step = stop
-                self._periodic(logger, bar)
+            with StopSignals() as signals:
+                while self.step < cfg.steps:
+                    stop = next_due(cfg, self.step)
+                    self._learn(stop - self.step)
+                    bar.update(stop - self.step)
+                    self.step = stop
+                    self._periodic(logger, bar)
+                    if signals.received and self.step < cfg.steps:
+                        models = self.save()
+                        raise RunInterrupted(
+                            f"stopped by {signals.name} at step {self.step}; the models are "
+                            f"saved in {models} (runs of agent.algorithm={cfg.agent.algorithm} "
+                            "cannot be resumed)",
+                            signals.received,
+                        )
             self.save()
         finally:
             bar.close()
@@ -356,6 +385,7 @@ class SB3PerTaskRunner:
             self.cfg.eval.episodes,
             eval_seed(self.cfg.seed, self.eval_count),
             self.cfg.eval.num_workers,
+            self.cfg.step_timeout,
         )
         self.eval_count += 1
         self.timers["eval"] += time.perf_counter() - start

@@ -12,11 +12,19 @@ with Rollout(suite, num_workers=2, seed=0) as rollout:
     for episode in result.episodes: ...        # return, length, success per task
 """
 
-from mtrl.rollout.rollout import EpisodeStats, Rollout, RolloutError, StepResult, task_seed
+from mtrl.rollout.rollout import (
+    EpisodeStats,
+    NonFiniteEnvError,
+    Rollout,
+    RolloutError,
+    StepResult,
+    task_seed,
+)
 from mtrl.rollout.sharding import estimated_costs, shard_bounds
 
 __all__ = [
     "EpisodeStats",
+    "NonFiniteEnvError",
     "Rollout",
     "RolloutError",
     "StepResult",

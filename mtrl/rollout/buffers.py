@@ -31,7 +31,11 @@ _FIELDS: tuple[tuple[str, type, str], ...] = (
     ("episode_success", np.bool_, ""),
     ("step_time", np.float64, ""),  # seconds spent in env.step so far, per task
     ("step_count", np.int64, ""),  # env.step calls so far, per task
+    ("busy", np.int8, ""),  # what the env is doing (BUSY_PHASES), to name one that hangs
 )
+
+BUSY_PHASES = ("", "construction", "reset", "step")
+"""Values of ``busy``: 0 while the env is idle, else the index of the call it is inside."""
 
 
 class SharedArrays:
@@ -56,6 +60,7 @@ class SharedArrays:
     episode_success: np.ndarray
     step_time: np.ndarray
     step_count: np.ndarray
+    busy: np.ndarray
 
     def __init__(
         self, num_tasks: int, obs_dim: int, act_dim: int, shared: bool = True, raw: Any = None

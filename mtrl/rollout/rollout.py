@@ -5,7 +5,13 @@ lockstep with the others. Actions and results travel through :class:`SharedArray
 step the parent only writes one byte to each worker's pipe and waits for one byte back
 (``multiprocessing.connection.wait`` on the pipes and the process sentinels, with a
 timeout, so a dead or stuck worker is an error, never a hang). ``num_workers=0`` runs the
-same :class:`Shard` code in-process.
+same :class:`Shard` code in-process, under the same timeout where it can (``alarm``).
+Every step checks that the envs returned finite observations and rewards.
+
+Workers ignore SIGINT and SIGTERM from birth: a Ctrl-C in a terminal or a scheduler's SIGTERM
+to the whole process group reaches them too, and the parent, which owns shutdown, may still
+need them to finish a step and save their envs' state. They exit when told to or when the
+parent goes away (their pipe closes).
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import numpy as np
 
 from mtrl.errors import MtrlError
 from mtrl.rollout import worker as protocol
-from mtrl.rollout.buffers import SharedArrays
+from mtrl.rollout.alarm import Expired, time_limit
+from mtrl.rollout.buffers import BUSY_PHASES, SharedArrays
 from mtrl.rollout.shard import EnvFault, Shard
 from mtrl.rollout.sharding import estimated_costs, shard_bounds
 
@@ -37,6 +44,27 @@ if TYPE_CHECKING:
 
 class RolloutError(MtrlError):
     """An env raised in a rollout, or a worker process died or stopped answering."""
+
+
+class NonFiniteEnvError(RolloutError):
+    """An env returned a NaN or infinite observation or reward (a bug in the env, not in
+    training). ``step`` counts the rollout's steps from 1 (0: its reset); ``at`` re-words it.
+    """
+
+    def __init__(
+        self, task: int, task_name: str, field: str, value: str, step: int, where: str = ""
+    ) -> None:
+        self.task, self.task_name, self.field, self.value = task, task_name, field, value
+        self.step = step
+        when = f"at {where}step {step}" if step else f"at {where}reset"
+        super().__init__(
+            f"the env of task {task_name!r} (task {task}) returned {value} in its {field} "
+            f"{when} (a bug in the env or its wrapper, not a training divergence)"
+        )
+
+    def at(self, step: int, where: str = "") -> NonFiniteEnvError:
+        """The same error at ``step`` of something else (e.g. the trainer's env step count)."""
+        return NonFiniteEnvError(self.task, self.task_name, self.field, self.value, step, where)
 
 
 @dataclass(frozen=True)
@@ -89,20 +117,22 @@ class _Worker:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while starting workers, so they inherit SIG_IGN from birth."""
+def _signals_ignored() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM while starting workers, so they inherit SIG_IGN from birth
+    (a signal to this process in these few milliseconds is lost)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in protocol.IGNORED_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _shutdown(workers: list[_Worker], shards: list[Shard], grace: float = 2.0) -> None:
-    """Stop every worker (ask, then terminate, then kill) and close in-process envs."""
+    """Stop every worker (ask, then kill: they ignore SIGTERM) and close in-process envs."""
     for shard in shards:
         shard.close()
     shards.clear()
@@ -112,12 +142,11 @@ def _shutdown(workers: list[_Worker], shards: list[Shard], grace: float = 2.0) -
     deadline = time.monotonic() + grace
     for w in workers:
         w.process.join(max(0.0, deadline - time.monotonic()))
-    for stop in ("terminate", "kill"):
-        alive = [w for w in workers if w.process.is_alive()]
-        for w in alive:
-            getattr(w.process, stop)()
-        for w in alive:
-            w.process.join(1.0)
+    alive = [w for w in workers if w.process.is_alive()]
+    for w in alive:
+        w.process.kill()
+    for w in alive:
+        w.process.join(1.0)
     for w in workers:
         w.conn.close()
         with contextlib.suppress(ValueError):  # still alive after kill: leave it to the OS
@@ -136,10 +165,13 @@ class Rollout:
         Measured costs of a previous run are :meth:`step_seconds`.
     :param start_method: multiprocessing start method ("spawn" by default; "forkserver"
         also works; "fork" is unsafe once torch is imported).
-    :param timeout: seconds a worker may take to answer a step or reset.
+    :param timeout: seconds the envs may take to answer a step or reset (a worker, or the
+        in-process envs when run in the main thread; see ``mtrl.rollout.alarm``); 0: no limit.
     :param start_timeout: seconds a worker may take to build its envs.
-    :raises RolloutError: if an env raises, or a worker dies or stops answering; the
-        rollout is then closed.
+    :raises RolloutError: if an env raises or hangs, or a worker dies or stops answering;
+        the rollout is then closed.
+    :raises NonFiniteEnvError: if an env returns a NaN or infinite observation or reward;
+        the rollout stays usable.
     """
 
     def __init__(
@@ -162,6 +194,8 @@ class Rollout:
         self.num_workers = min(num_workers, self.num_tasks)
         self.seed = seed
         self.timeout = timeout
+        self.steps = 0
+        """Steps taken so far (the step count of a :class:`NonFiniteEnvError`)."""
         self._arrays = SharedArrays(
             self.num_tasks, self.obs_dim, self.act_dim, shared=self.num_workers > 0
         )
@@ -181,7 +215,7 @@ class Rollout:
             raise MtrlError(f"task_costs has {len(costs)} values for {self.num_tasks} tasks")
         self.shards = shard_bounds(costs, self.num_workers)
         ctx = multiprocessing.get_context(start_method)
-        with self._guard(), _sigint_ignored():
+        with self._guard(), _signals_ignored():
             for k, (a, b) in enumerate(self.shards):
                 parent_conn, child_conn = ctx.Pipe(duplex=True)
                 process = ctx.Process(
@@ -222,6 +256,7 @@ class Rollout:
             self.seed = seed
         self._command(protocol.RESET, "reset", payloads)
         self._was_reset = True
+        self._check_finite(0)
         return self._arrays.obs.copy()
 
     def call(self, function: Callable[[Any], Any], tasks: Iterable[int] | None = None) -> list[Any]:
@@ -272,6 +307,8 @@ class Rollout:
             )
         self._arrays.actions[...] = actions
         self._command(protocol.STEP, "step")
+        self.steps += 1
+        self._check_finite(self.steps)
         a = self._arrays
         ended = np.flatnonzero(a.terminated | a.truncated)
         episodes = [
@@ -373,10 +410,8 @@ class Rollout:
             raise RolloutError("the rollout is closed")
         with self._guard():
             for shard in self._shards:
-                if command == protocol.STEP:
-                    shard.step()
-                elif command == protocol.RESET:
-                    shard.reset()
+                if command in (protocol.STEP, protocol.RESET):
+                    self._in_process(shard, command)
             for w in self._workers:
                 # A dead worker's pipe is broken: _gather reports it with its exit status.
                 with contextlib.suppress(OSError):
@@ -385,19 +420,59 @@ class Rollout:
                 return self._gather(what, self.timeout)
         return {}
 
+    def _in_process(self, shard: Shard, command: bytes) -> None:
+        """Step or reset the in-process shard within ``timeout``."""
+        try:
+            with time_limit(self.timeout):
+                if command == protocol.STEP:
+                    shard.step()
+                else:
+                    shard.reset()
+        except Expired:
+            hung = self._hung(shard.start, shard.stop, "in-process", self.timeout)
+            raise RolloutError(
+                hung or f"the in-process envs did not answer within {self.timeout:g} s"
+            ) from None
+
+    def _hung(self, start: int, stop: int, where: str, timeout: float) -> str:
+        """The env of tasks ``start .. stop - 1`` stuck in a call, as a message ('' if none)."""
+        busy = np.flatnonzero(self._arrays.busy[start:stop])
+        if busy.size == 0:
+            return ""
+        i = start + int(busy[0])
+        phase = BUSY_PHASES[int(self._arrays.busy[i])]
+        return (
+            f"env of task {self.task_names[i]!r} (task {i}, {where}) did not return from "
+            f"{phase} within {timeout:g} s" + (" (step_timeout)" if phase != "construction" else "")
+        )
+
+    def _check_finite(self, step: int) -> None:
+        """Raise NonFiniteEnvError naming the first task whose env returned NaN or inf."""
+        a = self._arrays
+        fields = (("reward", a.reward), ("observation", a.next_obs), ("reset observation", a.obs))
+        if step == 0:  # after reset()
+            fields = (("observation", a.obs),)
+        for field, values in fields:
+            finite = np.isfinite(values)
+            if finite.all():
+                continue
+            bad = ~finite if finite.ndim == 1 else ~finite.all(axis=1)
+            task = int(np.flatnonzero(bad)[0])
+            value = "NaN" if np.isnan(values[task]).any() else "inf"
+            raise NonFiniteEnvError(task, self.task_names[task], field, value, step)
+
     def _gather(self, what: str, timeout: float) -> dict[int, bytes]:
         """Wait for every worker's ``OK``; raise RolloutError on a fault, death or timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if timeout > 0 else float("inf"))  # 0: no limit
         replies: dict[int, bytes] = {}
         pending = {w.conn: w for w in self._workers}
         sentinels = {w.process.sentinel: w for w in self._workers}
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                w = next(iter(pending.values()))
-                raise RolloutError(f"{w.describe()} did not answer within {timeout:g} s ({what})")
+                raise RolloutError(self._timeout_message(list(pending.values()), what, timeout))
             waitables = [*pending, *(w.process.sentinel for w in pending.values())]
-            for ready in wait(waitables, remaining):
+            for ready in wait(waitables, min(remaining, 3600.0)):
                 w = pending.get(ready) or sentinels[ready]
                 if w.conn not in pending:
                     continue  # its reply was already handled in this round
@@ -418,6 +493,18 @@ class Rollout:
                 replies[w.index] = reply
                 del pending[w.conn]
         return replies
+
+    def _timeout_message(self, pending: list[_Worker], what: str, timeout: float) -> str:
+        """Name the env a silent worker is stuck in (else the worker); kill the silent workers,
+        which will not answer a request to quit."""
+        for w in pending:
+            w.process.kill()
+        for w in pending:
+            a, b = self.shards[w.index]
+            hung = self._hung(a, b, f"worker {w.index}", timeout)
+            if hung:
+                return hung
+        return f"{pending[0].describe()} did not answer within {timeout:g} s ({what})"
 
     def _fault_message(self, fault: EnvFault, where: str) -> str:
         name = self.task_names[fault.task]

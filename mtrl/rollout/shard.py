@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.rollout.buffers import SharedArrays
+from mtrl.rollout.buffers import BUSY_PHASES, SharedArrays
+
+CONSTRUCTION, RESET, STEP = (BUSY_PHASES.index(p) for p in ("construction", "reset", "step"))
 
 
 class EnvFault(Exception):
@@ -55,12 +57,15 @@ class Shard:
         self.arrays = arrays
         self._seeds: list[int | None] = list(seeds)
         self.envs: list[Any] = []
+        busy = arrays.busy
         for j, factory in enumerate(factories):
+            busy[start + j] = CONSTRUCTION
             try:
                 self.envs.append(factory())
             except Exception as exc:
                 self.close()
                 raise EnvFault(start + j, "construction", one_line(exc)) from exc
+            busy[start + j] = 0
         self._clear_episodes()
 
     def _clear_episodes(self) -> None:
@@ -82,10 +87,12 @@ class Shard:
         """Reset every env (seeded on the first reset only) and write ``obs``."""
         a = self.arrays
         for j, env in enumerate(self.envs):
+            a.busy[self.start + j] = RESET
             try:
                 obs, _ = env.reset(seed=self._seeds[j])
             except Exception as exc:
                 raise EnvFault(self.start + j, "reset", one_line(exc)) from exc
+            a.busy[self.start + j] = 0
             self._seeds[j] = None
             a.obs[self.start + j] = obs
         self._clear_episodes()
@@ -102,14 +109,17 @@ class Shard:
         succs = [False] * n
         returns, lengths, successes = self._returns, self._lengths, self._successes
         times = np.empty(n)
+        busy = a.busy
         for j, env in enumerate(self.envs):
             i = self.start + j
+            busy[i] = STEP
             start = perf_counter()
             try:
                 obs, reward, term, trunc, info = env.step(actions[j])
             except Exception as exc:
                 raise EnvFault(i, "step", one_line(exc)) from exc
             times[j] = perf_counter() - start
+            busy[i] = 0
             rewards[j] = reward
             success = bool(info.get("success", False))
             terms[j], truncs[j], succs[j] = bool(term), bool(trunc), success
@@ -122,10 +132,12 @@ class Shard:
                 a.episode_length[i] = lengths[j]
                 a.episode_success[i] = successes[j]
                 returns[j], lengths[j], successes[j] = 0.0, 0, False
+                busy[i] = RESET
                 try:
                     obs, _ = env.reset()
                 except Exception as exc:
                     raise EnvFault(i, "reset", one_line(exc)) from exc
+                busy[i] = 0
             a.obs[i] = obs
         a.reward[rows] = rewards
         a.terminated[rows] = terms

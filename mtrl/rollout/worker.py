@@ -32,6 +32,10 @@ CALL = b"c"
 OK = b"k"
 FAULT = b"E"
 
+IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals a worker ignores: a Ctrl-C or a scheduler's SIGTERM reaches the whole process group,
+and the parent, which owns shutdown, may still need the worker to save a checkpoint."""
+
 
 def encode_fault(fault: EnvFault) -> bytes:
     """The ``FAULT`` reply for an env fault."""
@@ -65,8 +69,8 @@ def worker_main(
     arrays: SharedArrays,
 ) -> None:
     """Build the shard's envs, then serve commands until ``QUIT`` or the parent goes away."""
-    # The parent owns shutdown: a Ctrl-C in the terminal reaches the whole process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for s in IGNORED_SIGNALS:  # inherited from birth already (see Rollout); made sure of here
+        signal.signal(s, signal.SIG_IGN)
     shard: Shard | None = None
     try:
         try:
