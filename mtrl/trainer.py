@@ -124,6 +124,8 @@ class Trainer:
         self.eval_count = 0
         self.last_eval: EvalResult | None = None
         self.last_eval_step: int | None = None
+        self.logger: Logger | None = None
+        """The run's logger while ``run`` is under way (its running means go into checkpoints)."""
         self.saved_step: int | None = None
         """The step of the checkpoint in the run directory (None before the first)."""
         self.episodes = EpisodeTracker()
@@ -153,8 +155,10 @@ class Trainer:
                 "python": random.getstate(),
             },
             "timers": dict(self.timers),
-            # training episodes since the last log row: a checkpoint between rows keeps them
+            # training episodes and recorded means since the last log row: a checkpoint between
+            # rows (SIGTERM) keeps them
             "episodes": {"returns": self.episodes.returns, "successes": self.episodes.successes},
+            "logger": self.logger.state_dict() if self.logger is not None else None,
         }
 
     def save(self, obs: np.ndarray, rollout: Rollout) -> Path:
@@ -269,6 +273,9 @@ class Trainer:
             if done is not None:
                 return done
         logger = Logger(self._sinks(), self.suite.task_names)
+        self.logger = logger
+        if saved is not None and saved.get("logger") is not None:
+            logger.load_state_dict(saved["logger"])
         write_system(self.run_dir, self.device, logger)
         bar = tqdm(
             total=cfg.steps,

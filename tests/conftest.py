@@ -1,8 +1,16 @@
 """Session-wide test settings."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# The plug-in envs of the tests (plugin_envs, rollout_faulty_env) import by name, here and in the
+# rollout workers spawned from here (they inherit sys.path).
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
 
 
 @pytest.fixture(scope="session", autouse=True)

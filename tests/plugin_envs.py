@@ -1,12 +1,13 @@
 """Gymnasium envs that misbehave on demand, for the hang, NaN and divergence tests.
 
-Plugged into a suite as ``plugin_envs:<Class>``; the tests directory is on ``sys.path`` under
-pytest (``use_tests_dir``), and spawned workers inherit the parent's ``sys.path``.
+Plugged into a suite as ``plugin_envs:<Class>``; ``tests/conftest.py`` puts the tests directory
+on ``sys.path``, and spawned workers inherit the parent's ``sys.path``.
 """
 
 from __future__ import annotations
 
-import sys
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
-
-
-def use_tests_dir() -> None:
-    """Make ``plugin_envs`` importable by name (here and in workers spawned from here)."""
-    if TESTS_DIR not in sys.path:
-        sys.path.insert(0, TESTS_DIR)
+from mtrl.envs.pointmass import PointMassEnv
 
 
 def suite_tasks(env_id: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -85,3 +80,19 @@ class BadValueEnv(_Base):
             else:
                 obs[1] = self.value
         return obs, reward, False, False, {"success": False}
+
+
+class SignalingPointMass(PointMassEnv):
+    """The cheap suite's point mass, sending SIGTERM to its own process at its ``signal_at``-th
+    step unless ``marker`` exists (it creates it), so a resumed run is not stopped again."""
+
+    def __init__(self, signal_at: int, marker: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.signal_at, self.marker, self.count = signal_at, Path(marker), 0
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self.count += 1
+        if self.count == self.signal_at and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().step(action)

@@ -1,8 +1,6 @@
 """The mtrl command line end to end: short real runs on the cheap suite and on Meta-World MT10."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -129,9 +127,6 @@ def test_help_explains_overrides(capsys):
 
 
 def test_env_returning_nan_stops_with_a_clear_error_and_an_intact_checkpoint(tmp_path, capsys):
-    tests_dir = str(Path(__file__).resolve().parent)
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
     tasks = (
         "[{id: Pendulum-v1, name: pendulum}, "
         '{id: "rollout_faulty_env:FaultyEnv", name: faulty, kwargs: {nan_step: 25}}]'

@@ -3,7 +3,6 @@ resuming a finished run changes nothing; a broken checkpoint or env is a one-lin
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ import torch
 
 from mtrl.cli import main
 from mtrl.logging import read_metrics
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # plug-in envs, also for workers
 
 ARGS = [
     "quickstart",

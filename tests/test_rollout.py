@@ -74,8 +74,6 @@ def trajectory(suite: TaskSuite, num_workers: int, seed: int, steps: int) -> lis
 
 def faulty_suite(env: str = "rollout_faulty_env:FaultyEnv", **fault: Any) -> TaskSuite:
     """Pendulum tasks plus, at index 2, ``env`` (a ``FaultyEnv``) misbehaving as ``fault`` says."""
-    if str(TESTS_DIR) not in sys.path:  # pytest's default import mode puts it there already
-        sys.path.insert(0, str(TESTS_DIR))
     tasks = [
         {"id": "Pendulum-v1", "name": "pend-a"},
         {"id": "Pendulum-v1", "name": "pend-b"},

@@ -114,6 +114,31 @@ def test_a_signal_stops_with_a_checkpoint_that_resumes_exactly(tmp_path, signum,
     assert comparable(rows_a) == comparable(rows_b)
 
 
+def test_a_stop_between_log_rows_keeps_the_running_means(tmp_path):
+    """SIGTERM at step 25 (rows every 10): the resumed run writes the same train/ rows."""
+    marker = tmp_path / "signalled"
+    tasks = (
+        "[{id: 'mtrl.envs.pointmass:PointMassEnv', name: a}, "
+        f"{{id: 'plugin_envs:SignalingPointMass', name: b, kwargs: {{signal_at: 25, marker: "
+        f"'{marker}', goal_angle: 180.0}}}}]"
+    )
+    args = [*ARGS[1:], "steps=40", "suite=classic-control", f"suite.tasks={tasks}"]
+    args += ["suite.max_episode_steps=15", "checkpoint.every=0"]
+    marker.touch()  # the straight run is not stopped
+    straight = Trainer(resolve_config(ARGS[0], [*args, f"out={tmp_path / 'a'}"]))
+    straight.run()
+    marker.unlink()
+    stopped = Trainer(resolve_config(ARGS[0], [*args, f"out={tmp_path / 'b'}"]))
+    with pytest.raises(RunInterrupted, match="stopped by SIGTERM at step 25"):
+        stopped.run()
+    assert main(["train", f"resume={stopped.run_dir}"]) == 0
+    assert_same(agent_of(straight.run_dir), agent_of(stopped.run_dir))
+    rows_a = comparable(read_metrics(straight.run_dir / "metrics.jsonl"))
+    rows_b = comparable(read_metrics(stopped.run_dir / "metrics.jsonl"))
+    assert [r["step"] for r in rows_b] == [10, 20, 30, 40]
+    assert rows_a == rows_b
+
+
 def test_a_second_signal_stops_at_once(tmp_path, capfd):
     cfg = resolve_config(ARGS[0], [*ARGS[1:], "steps=60", "checkpoint.every=20", f"out={tmp_path}"])
     before = handlers()

@@ -94,6 +94,15 @@ class Logger:
                 row[key] = float(mean)
         return row
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running sums and counts since the last row: a checkpoint taken between two rows
+        keeps them, so the first row after a resume averages the same updates."""
+        return {"sums": dict(self._sums), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self._sums, self._counts = dict(state["sums"]), dict(state["counts"])
+
     def dump(self, step: int, extra: dict[str, float] | None = None) -> dict[str, float]:
         """Write the means (plus ``extra`` values as they are) to every sink and reset."""
         row = self.means()

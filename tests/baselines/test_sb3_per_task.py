@@ -4,7 +4,6 @@ suite: its run directory, `mtrl compare` beside MT-SAC, `mtrl eval`, learning, o
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -164,8 +163,6 @@ def test_resume_is_a_one_line_error(runs, capsys):
     ],
 )
 def test_nan_and_env_errors_are_one_line(fault, message, tmp_path, capsys):
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
     tasks = (
         "[{id: Pendulum-v1, name: pendulum}, "
         f'{{id: "rollout_faulty_env:FaultyEnv", name: faulty, kwargs: {{{fault}}}}}]'
