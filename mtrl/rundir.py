@@ -180,6 +180,8 @@ def open_sinks(
             WandbSink(
                 cfg.logger.wandb,
                 run_dir,
+                resume=keep_until is not None,
+                timeout=cfg.logger.wandb_timeout,
                 project=cfg.logger.project,
                 entity=cfg.logger.entity,
                 name=run_dir.name,

@@ -207,10 +207,15 @@ def test_wandb_online_failure_falls_back_to_offline_and_training_goes_on(
 
     wandb_env(monkeypatch, tmp_path)
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a login, for a server that cannot be reached
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "2")
     try:
         summary = Trainer(
-            tiny_config(tmp_path, "steps=100", "logger.wandb=online", "logger.progress=true")
+            tiny_config(
+                tmp_path,
+                "steps=100",
+                "logger.wandb=online",
+                "logger.progress=true",
+                "logger.wandb_timeout=2",
+            )
         ).run()
     finally:
         wandb.teardown()

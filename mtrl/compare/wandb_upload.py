@@ -1,8 +1,9 @@
 """Upload a comparison (table and figures) to one W&B run of job type ``compare``.
 
 Online only with a login (``WANDB_API_KEY`` or ``wandb login``); otherwise, or when the online
-start fails, the run is written offline under ``<out>/wandb`` for a later ``wandb sync``. It never
-needs the network and never fails the command.
+start fails or takes longer than ``timeout``, the run is written offline under ``<out>/wandb`` for
+a later ``wandb sync`` (the warning line gives the command). It never needs the network and never
+fails the command.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from mtrl.compare.report import csv_rows
 from mtrl.compare.results import Comparison
-from mtrl.logging.wandb_sink import _has_login
+from mtrl.logging.wandb_sink import start_run
 
 
 def _warn(message: str) -> None:
@@ -21,18 +22,20 @@ def _warn(message: str) -> None:
 
 
 def upload(
-    comparison: Comparison, images: dict[str, Path], out: Path, mode: str = "online"
+    comparison: Comparison,
+    images: dict[str, Path],
+    out: Path,
+    mode: str = "online",
+    timeout: float = 30.0,
 ) -> Path:
     """Log the table (``wandb.Table``) and figures (``wandb.Image``); returns the W&B run dir.
 
     :param mode: ``online`` (offline without a login or when the start fails) or ``offline``.
     :param out: the comparison folder; W&B files go to ``out/wandb``.
+    :param timeout: seconds an online start may take before writing offline instead.
     """
     import wandb
 
-    if mode == "online" and not _has_login():
-        _warn("W&B: no login found, writing the run offline (upload later with `wandb sync`)")
-        mode = "offline"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     kwargs = {
         "dir": str(out),
@@ -49,13 +52,7 @@ def upload(
             "runs": {m.label: m.runs for m in comparison.methods},
         },
     }
-    try:
-        run = wandb.init(mode=mode, **kwargs)
-    except Exception as exc:  # network or auth trouble: keep the upload, offline
-        if mode == "offline":
-            raise
-        _warn(f"W&B: online start failed ({exc.__class__.__name__}), writing the run offline")
-        run = wandb.init(mode="offline", **kwargs)
+    run = start_run(mode, kwargs, timeout, warn=lambda message: _warn(f"W&B: {message}"))
     rows = csv_rows(comparison)
     columns = list(rows[0])
     table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
