@@ -1,7 +1,8 @@
 """Time per full MT-SAC training update (critic + actor + temperatures) per aggregator.
 
 Builds the agents exactly as ``experiments/mt{T}-{mtsac,pcgrad,cagrad}.yaml`` do (agent preset
-``mtsac``: actor and twin critic 3 x 400, batch 128 per task; CAGrad c = 0.9 on MT10, 0.5 on
+``mtsac-metaworld``: actor and twin critic 3 x 400, batch 128 per task, gradient clip 1.0; PCGrad
+mean with a shared order; CAGrad c = 0.9 on MT10, 0.5 on
 MT50) on an MT10-shaped (T = 10, obs 39 + 10, act 4) and an MT50-shaped (T = 50, obs 39 + 50)
 random batch, and times ``MTSAC.update(batch)``, the methods taking turns in every round.
 Besides ``mean`` (mtrl's per-task path, aggregated by averaging) it times ``plain``: an
@@ -63,6 +64,11 @@ def make_agent(method: str, tasks: int, device: torch.device) -> tuple[MTSAC, in
     return agent, cfg.agent.batch_size
 
 
+def _clip(agent: MTSAC, module: torch.nn.Module) -> None:
+    if agent.cfg.grad_clip is not None:  # as MTSAC does: each network's gradient, before its step
+        torch.nn.utils.clip_grad_norm_(module.parameters(), agent.cfg.grad_clip)
+
+
 def plain_update(agent: MTSAC, batch: Batch) -> None:
     """An ordinary MT-SAC update: each loss is the mean over all T x B samples, one backward each.
 
@@ -76,6 +82,7 @@ def plain_update(agent: MTSAC, batch: Batch) -> None:
     critic_loss = 0.5 * ((q - target) ** 2).mean(dim=-1).sum(0).mean()
     agent.critic_opt.zero_grad(set_to_none=True)
     critic_loss.backward()
+    _clip(agent, agent.critic)
     agent.critic_opt.step()
 
     alpha = agent.log_alpha.exp().detach()
@@ -88,6 +95,7 @@ def plain_update(agent: MTSAC, batch: Batch) -> None:
     actor_loss = (alpha[:, None] * log_prob.view(T, B) - q_pi).mean()
     agent.actor_opt.zero_grad(set_to_none=True)
     actor_loss.backward()
+    _clip(agent, agent.actor)
     agent.actor_opt.step()
 
     task_log_prob = log_prob.view(T, B).mean(dim=1).detach()
