@@ -3,13 +3,13 @@
 import json
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from wandb_helpers import isolate_wandb, wandb_records
 
 from mtrl.config import resolve_config
 from mtrl.errors import MtrlError
@@ -32,7 +32,6 @@ PER_TASK = [
     "surgery/critic/grad_norm",
     "surgery/actor/grad_norm",
 ]
-UNROUTABLE = "http://127.0.0.1:9"  # nothing listens: any attempt to reach W&B fails at once
 
 
 def tiny_config(out, *overrides):
@@ -53,40 +52,6 @@ def tiny_config(out, *overrides):
     )
 
 
-def wandb_env(monkeypatch, tmp_path):
-    """Keep W&B inside tmp_path and away from the network; reset its process-wide settings."""
-    import wandb
-
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_INIT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_BASE_URL", UNROUTABLE)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    wandb.teardown()  # W&B reads the environment once per process
-
-
-def wandb_records(offline_run: Path) -> list[dict]:
-    """The records of an offline run's transaction log, read by W&B's own inspector."""
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(offline_run),
-            "WANDB_MODE": "offline",
-            "WANDB_BASE_URL": UNROUTABLE,
-        },
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
 def offline_run_of(run_dir: Path) -> Path:
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     assert list(offline.glob("run-*.wandb"))
@@ -104,7 +69,7 @@ def run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("logging")
     with pytest.MonkeyPatch.context() as mp:
-        wandb_env(mp, tmp)
+        isolate_wandb(mp, tmp)
         trainer = Trainer(tiny_config(tmp, "logger.wandb=offline", "logger.tensorboard=true"))
         summary = trainer.run()
         wandb.teardown()
@@ -205,7 +170,7 @@ def test_wandb_online_failure_falls_back_to_offline_and_training_goes_on(
 ):
     import wandb
 
-    wandb_env(monkeypatch, tmp_path)
+    isolate_wandb(monkeypatch, tmp_path)
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a login, for a server that cannot be reached
     try:
         summary = Trainer(
@@ -234,7 +199,7 @@ def test_a_sink_that_raises_does_not_stop_training(tmp_path, monkeypatch, capsys
 
     from mtrl.logging.wandb_sink import WandbSink
 
-    wandb_env(monkeypatch, tmp_path)
+    isolate_wandb(monkeypatch, tmp_path)
     broken = WandbSink("offline", tmp_path / "broken", project="mtrl")
     broken.run.finish()  # every later log raises wandb.errors.UsageError
     try:

@@ -15,30 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wandb_helpers import NO_SERVER, isolate_wandb, wandb_records
 
 from mtrl.config import resolve_config
 from mtrl.logging.wandb_sink import STATE, WandbSink
 from mtrl.rundir import open_sinks
 
-REFUSED = "http://127.0.0.1:9"  # nothing listens: any attempt to reach W&B fails at once
 IMAGE = np.zeros((4, 4, 3), dtype=np.uint8)
 
 
 @pytest.fixture
 def wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Keep W&B inside tmp_path and away from the network; reset its process-wide settings."""
+    """W&B inside tmp_path and away from the network; torn down after the test."""
     import wandb
 
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_INIT_TIMEOUT", "WANDB_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_BASE_URL", REFUSED)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    wandb.teardown()  # W&B reads the environment once per process
+    isolate_wandb(monkeypatch, tmp_path)
     yield
     wandb.teardown()
 
@@ -52,22 +43,9 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.getsockname()[1]}"
 
 
-def records(offline_run: Path) -> list[dict]:
-    """The records of an offline run's transaction log, read by W&B's own inspector."""
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline_run)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(offline_run), "WANDB_BASE_URL": REFUSED},
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
 def logged(offline_run: Path) -> tuple[str, bool, list[int], list[int]]:
     """Run id, whether it resumes, env steps of the rows and of the images."""
-    found = records(offline_run)
+    found = wandb_records(offline_run)
     (run,) = [r["run"] for r in found if r["type"] == "run"]
     history = [r["history"]["item"] for r in found if r["type"] == "history"]
     rows = [h["env_steps"] for h in history if "loss" in h]
@@ -175,6 +153,6 @@ def test_an_online_start_that_stalls_falls_back_to_offline_within_the_timeout(
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_BASE_URL": REFUSED},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_BASE_URL": NO_SERVER},
     )
     assert "Would sync 1 run(s)" in dry_run.stdout + dry_run.stderr
