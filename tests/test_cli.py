@@ -154,3 +154,34 @@ def test_env_returning_nan_stops_with_a_clear_error_and_an_intact_checkpoint(tmp
     from mtrl.checkpoint import load_checkpoint
 
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 20
+
+
+def test_train_help_lists_every_key_and_real_examples(capsys):
+    from mtrl.agents.config import AgentConfig
+    from mtrl.cli import TRAIN_HELP
+    from mtrl.config import TrainConfig, experiment_path
+    from mtrl.confighelp import config_keys
+    from mtrl.envs.config import SuiteConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    keys = [k for k, *_ in config_keys(TrainConfig) if not k.startswith(("agent.", "surgery.o"))]
+    keys = [k for k in keys if k not in ("suite_overrides", "agent_preset")]
+    keys += [k for k, *_ in config_keys(AgentConfig, "agent.")]
+    keys += [k for k, *_ in config_keys(SuiteConfig, "suite.")]
+    for key in [*keys, "logger.progress", "logger.tensorboard", "eval.num_workers"]:
+        assert f"  {key}=" in text, key
+    assert "(0: only at the end)" in text  # what every=0 means
+    for line in TRAIN_HELP.splitlines():
+        words = line.split()
+        if words[:2] == ["mtrl", "train"] and "=" not in words[2]:
+            experiment_path(words[2])  # raises if the example names no experiment
+
+
+def test_aggregators_lists_each_option_once_with_its_type(capsys):
+    assert main(["aggregators"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("surgery.c=0.4  (number >= 0)") == 1
+    assert out.count("surgery.reduction=sum  (sum|mean)") == 1
+    assert "generator" not in out and "surgery.seed" not in out
