@@ -6,6 +6,7 @@ Independent of RL: it works for any torch model whose loss splits into per-task 
 from mtrl.surgery.aggregators import (
     Aggregation,
     Aggregator,
+    LossWeighting,
     NonFiniteGradientError,
     OptionSpec,
     Weighting,
@@ -27,6 +28,7 @@ __all__ = [
     "Aggregation",
     "Aggregator",
     "GradientDiagnostics",
+    "LossWeighting",
     "NonFiniteGradientError",
     "OptionSpec",
     "TaskGradients",

@@ -1,9 +1,30 @@
 """Aggregators: pure maps from per-task gradients G [T, P] to one direction [P]."""
 
-from mtrl.surgery.aggregators import basic, cagrad, pcgrad  # noqa: F401  (registers them)
+from mtrl.surgery.aggregators import (  # noqa: F401  (importing a module registers its methods)
+    aligned_mtl,
+    basic,
+    cagrad,
+    conflict_free,
+    dwa,
+    fairgrad,
+    famo,
+    graddrop,
+    gradnorm,
+    gradvac,
+    imtl,
+    mgda,
+    moco,
+    nash_mtl,
+    pcgrad,
+    rlw,
+    sdmgrad,
+    upgrad,
+    uw,
+)
 from mtrl.surgery.aggregators.base import (
     Aggregation,
     Aggregator,
+    LossWeighting,
     NonFiniteGradientError,
     Weighting,
     check_gradients,
@@ -23,6 +44,7 @@ from mtrl.surgery.aggregators.registry import (
 __all__ = [
     "Aggregation",
     "Aggregator",
+    "LossWeighting",
     "NonFiniteGradientError",
     "OptionSpec",
     "Weighting",

@@ -51,15 +51,20 @@ class Aggregator:
     G is a flat [T, P] tensor or ``TaskGradients`` (per-parameter blocks, as the engine gives
     them without a copy); the direction comes back in the same form.
     Class attributes describe the method to the engine and the CLI:
-    ``needs_grads`` (False for loss-balancing methods that only weight the losses),
-    ``stochastic`` (draws random numbers; seeded by ``seed``).
-    Aggregators that keep state across updates override ``state_dict``/``load_state_dict``.
+    ``kind`` (``gradient``: combines per-task gradients; ``loss``: weights the T losses before
+    one fused backward, see ``LossWeighting``), ``paper`` (short citation, e.g. ``Yu et al.
+    2020``), ``needs_grads`` (False for loss-balancing methods), ``stochastic`` (draws random
+    numbers; its ``__init__`` takes ``seed``, which runs set from the run seed), ``stateful``
+    (keeps state across updates, saved in checkpoints through ``state_dict``/``load_state_dict``).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    kind: ClassVar[str] = "gradient"
     needs_grads: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
 
     check_finite: bool = True
     task_names: list[str] | None = None
@@ -131,3 +136,46 @@ class Weighting(Aggregator):
     def weights(self, gram: Tensor) -> Tensor:
         """Task weights [T] (float64, CPU) from the T x T Gramian."""
         raise NotImplementedError
+
+
+class LossWeighting(Aggregator):
+    """A loss-balancing method: task weights from the losses (and the method's own state), applied
+    to the T losses before one fused backward; no per-task gradients, so it costs what ``mean``
+    costs.
+
+    Per update of a network the trainer calls ``weights(losses)`` with the detached per-task
+    losses [T] before the backward, steps the optimizer, then calls ``observe(losses, ...)``
+    with what the class lists in ``needs``:
+
+    - ``"losses_after"``: the per-task losses on the same batch after the step (one more forward;
+      e.g. FAMO);
+    - ``"shared_grad_norms"``: [T] norms of each task's weighted gradient ``w_t * grad L_t`` of
+      the network's last shared layer (its last hidden layer), from the same backward (GradNorm).
+
+    Given per-task gradients instead (the toy problem, diagnostics), the direction is the latest
+    weights (uniform before the first call) times G.
+    """
+
+    kind: ClassVar[str] = "loss"
+    needs_grads: ClassVar[bool] = False
+    needs: ClassVar[frozenset[str]] = frozenset()
+    last_weights: Tensor | None = None
+
+    def weights(self, losses: Tensor) -> Tensor:
+        """Task weights [T] (on the losses' device) for the losses [T] of this update."""
+        raise NotImplementedError
+
+    def observe(
+        self,
+        losses: Tensor,
+        losses_after: Tensor | None = None,
+        shared_grad_norms: Tensor | None = None,
+    ) -> None:
+        """Update the method's state after the optimizer step (the default: nothing)."""
+
+    def _aggregate(self, G: TaskGradients) -> Aggregation:
+        tasks = G.num_tasks
+        weights = self.last_weights
+        if weights is None or weights.numel() != tasks:
+            weights = torch.full((tasks,), 1.0 / tasks)
+        return Aggregation([], weights.detach().to(device=G.device, dtype=G.dtype))

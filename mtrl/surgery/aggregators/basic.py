@@ -15,6 +15,7 @@ class Mean(Aggregator):
     """The average of the task gradients: the gradient of the mean loss (plain MT-SAC)."""
 
     description = "average of the task gradients (the plain multi-task baseline)"
+    paper = "multi-task SAC, Yu et al. 2019 (Meta-World)"
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         tasks = G.num_tasks

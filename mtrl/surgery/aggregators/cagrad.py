@@ -72,7 +72,8 @@ class CAGrad(Weighting):
     :param max_iter: the dual solver's iteration cap.
     """
 
-    description = "conflict-averse gradient descent (Liu et al. 2021)"
+    description = "best worst-task improvement within a ball around the mean gradient"
+    paper = "Liu et al. 2021"
 
     def __init__(
         self,

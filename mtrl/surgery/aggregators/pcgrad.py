@@ -51,8 +51,10 @@ class PCGrad(Weighting):
         seed.
     """
 
-    description = "projecting conflicting gradients (Yu et al. 2020)"
+    description = "project each task gradient off the ones it conflicts with, then combine"
+    paper = "Yu et al. 2020"
     stochastic = True
+    stateful = True  # the random generator of the task orders
 
     def __init__(
         self,

@@ -1,0 +1,1 @@
+"""(to be written: see mtrl/surgery/aggregators/base.py for the interface)"""
