@@ -7,6 +7,7 @@ per-task gradients of the critic and of the actor are combined by the configured
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +19,10 @@ from torch.func import functional_call
 
 from mtrl.agents.config import AgentConfig, SurgeryConfig
 from mtrl.agents.networks import Actor, Critic, squashed_sample
+from mtrl.agents.shared_layer import LayerGradNorms
 from mtrl.surgery import (
     Aggregator,
+    LossWeighting,
     NonFiniteGradientError,
     get_aggregator,
     gradient_diagnostics,
@@ -190,6 +193,10 @@ class MTSAC:
         """
         params = dict(module.named_parameters())
         aggregator = self.aggregators[network]
+        if isinstance(aggregator, LossWeighting):
+            return self._loss_weighted_step(
+                network, module, optimizer, loss_fn, batch, has_aux, diagnostics
+            )
         weights = None if diagnostics is not None else aggregator.fixed_weights(self.num_tasks)
         optimizer.zero_grad(set_to_none=True)
         if weights is not None:
@@ -216,6 +223,54 @@ class MTSAC:
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
         optimizer.step()
+        return losses.detach(), aux.detach() if aux is not None else None
+
+    def _loss_weighted_step(
+        self,
+        network: str,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[..., Any],
+        batch: Batch,
+        has_aux: bool,
+        diagnostics: dict[str, Any] | None,
+    ) -> tuple[Tensor, Any]:
+        """One step with a loss-balancing method: its weights on the T losses, one fused backward,
+        then ``observe`` with what the method needs (see ``LossWeighting``)."""
+        aggregator = self.aggregators[network]
+        assert isinstance(aggregator, LossWeighting)
+        needs = aggregator.needs
+        params = dict(module.named_parameters())
+        optimizer.zero_grad(set_to_none=True)
+        capture = LayerGradNorms(module.net.trunk[-1])  # the last hidden layer: shared by all tasks
+        with capture if "shared_grad_norms" in needs else contextlib.nullcontext():
+            out = loss_fn(params, batch)
+            losses, aux = (out[0], out[1]) if has_aux else (out, None)
+            with self.surgery_timer.section():
+                weights = aggregator.weights(losses.detach())
+            torch.dot(weights.to(losses), losses).backward()
+        self._check_finite(network, losses, module)
+        norms = capture.norms(self.num_tasks) if "shared_grad_norms" in needs else None
+        if diagnostics is not None:
+            G = per_task_grads(
+                per_task_loss(loss_fn, has_aux),
+                params,
+                batch,
+                has_aux=has_aux,
+                return_losses=True,
+                flat=False,
+            )[0]
+            diagnostics[network] = gradient_diagnostics(G, aggregator.aggregate(G))
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+        after = None
+        if "losses_after" in needs:  # the same batch through the stepped network
+            with torch.no_grad():
+                out = loss_fn(dict(module.named_parameters()), batch)
+            after = out[0] if has_aux else out
+        with self.surgery_timer.section():
+            aggregator.observe(losses.detach(), losses_after=after, shared_grad_norms=norms)
         return losses.detach(), aux.detach() if aux is not None else None
 
     def _check_finite(self, network: str, losses: Tensor, module: torch.nn.Module) -> None:
