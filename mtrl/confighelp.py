@@ -86,13 +86,20 @@ def train_keys_text() -> str:
 
 
 def aggregators_text() -> str:
-    """Each registered aggregator with its description and options (type, default, meaning)."""
+    """Each registered aggregator: what it does, its paper, kind, traits and options."""
     from mtrl.surgery import aggregator_class, list_aggregators, option_specs
 
-    lines = []
+    lines = [
+        "gradient methods combine the T per-task gradients; loss methods weight the T losses",
+        "before one fused backward (the cost of mean).",
+        "",
+    ]
     for name, description in list_aggregators().items():
-        traits = ["stochastic, seeded by the run seed"] if aggregator_class(name).stochastic else []
-        lines.append(f"{name}: {description}" + (f" ({', '.join(traits)})" if traits else ""))
+        cls = aggregator_class(name)
+        traits = [cls.kind]
+        traits += [t for t in ("stochastic", "stateful") if getattr(cls, t)]
+        paper = f"; {cls.paper}" if cls.paper else ""
+        lines.append(f"{name}: {description} ({', '.join(traits)}{paper})")
         specs = option_specs(name).values()
         if not specs:
             lines.append("      no options")
@@ -101,5 +108,8 @@ def aggregators_text() -> str:
                 _entry(f"  surgery.{spec.name}", spec.accepts, _show(spec.default), spec.doc)
             )
         lines.append("")
+    lines.append(
+        "stochastic methods are seeded by the run seed; stateful ones are saved in checkpoints"
+    )
     lines.append("use: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from mtrl.surgery.aggregators import (
     Aggregator,
+    aggregator_class,
     get_aggregator,
     list_aggregators,
 )
@@ -95,22 +96,25 @@ def toy_grads(x: Tensor) -> Tensor:
 
 
 def optimize(
-    aggregator: Aggregator,
+    name: str,
     starts: Tensor | Sequence[Sequence[float]] = STARTS,
     steps: int = DEFAULT_STEPS,
     lr: float = DEFAULT_LR,
     beta2: float = DEFAULT_BETA2,
 ) -> Tensor:
-    """Adam on the aggregated direction from every start; the trajectory [steps+1, n_starts, 2].
+    """Adam on the direction of aggregator ``name`` from every start; the trajectory
+    [steps+1, n_starts, 2].
 
-    Adam is element-wise, so one optimizer over all starts equals one per start.
+    Each start has its own aggregator (stateful methods keep state per run); Adam is
+    element-wise, so one optimizer over all starts equals one per start.
     """
     x = torch.as_tensor(starts, dtype=torch.float64).clone().requires_grad_(True)
+    aggregators = [build_aggregator(name) for _ in range(x.shape[0])]
     opt = torch.optim.Adam([x], lr=lr, betas=(0.9, beta2))
     traj = [x.detach().clone()]
     for _ in range(steps):
         G = toy_grads(x.detach())
-        x.grad = torch.stack([aggregator(g) for g in G])
+        x.grad = torch.stack([agg(g) for agg, g in zip(aggregators, G, strict=True)])
         opt.step()
         traj.append(x.detach().clone())
     return torch.stack(traj)
@@ -241,7 +245,7 @@ def plot(
     grid = torch.linspace(-span, span, 300, dtype=torch.float64)
     X2, X1 = torch.meshgrid(grid, grid, indexing="ij")
     contours = (X1, X2, toy_losses(torch.stack([X1, X2], dim=-1)).mean(-1))
-    cols = min(len(trajs), 3)
+    cols = min(len(trajs), 4)
     rows = math.ceil(len(trajs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.3 * rows), squeeze=False)
     for ax, (name, traj) in zip(axes.flat, trajs.items(), strict=False):
@@ -301,7 +305,7 @@ def selected(names: str | None) -> list[str]:
     """The aggregators to run: the given names, or every registered gradient aggregator."""
     if names:
         return [n.strip() for n in names.split(",") if n.strip()]
-    return [n for n in list_aggregators() if build_aggregator(n).needs_grads]
+    return [n for n in list_aggregators() if aggregator_class(n).kind == "gradient"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     for name, agg in aggregators.items():
         t = time.perf_counter()
-        trajs[name] = optimize(agg, STARTS, args.steps, args.lr, args.beta2)
+        trajs[name] = optimize(name, STARTS, args.steps, args.lr, args.beta2)
         done = outcomes(name, trajs[name], pareto, optimum)
         rows += done
         avgs = ", ".join(f"{r.average:.2f}" for r in done)

@@ -7,7 +7,6 @@ import torch
 
 from mtrl.surgery.toy import (
     average_optimum,
-    build_aggregator,
     main,
     optimize,
     pareto_set,
@@ -76,7 +75,7 @@ def test_optimum_and_pareto_set():
 
 
 def test_trajectory_shape_and_start():
-    traj = optimize(build_aggregator("mean"), [(-8.5, 7.5), (9.0, 9.0)], steps=5)
+    traj = optimize("mean", [(-8.5, 7.5), (9.0, 9.0)], steps=5)
     assert traj.shape == (6, 2, 2)
     assert traj[0].tolist() == [[-8.5, 7.5], [9.0, 9.0]]
 
@@ -90,8 +89,8 @@ def test_cagrad_leaves_the_valley_where_adam_on_the_mean_is_stuck():
     # From (-8.5, 7.5) the mean gradient falls into f1's steep valley and zigzags across its
     # floor (the paper: "gets stuck"); CAGrad lowers the worse objective markedly faster.
     start = [(-8.5, 7.5)]
-    mean = optimize(build_aggregator("mean"), start, steps=1500)
-    cagrad = optimize(build_aggregator("cagrad"), start, steps=1500)
+    mean = optimize("mean", start, steps=1500)
+    cagrad = optimize("cagrad", start, steps=1500)
     assert mean[-1, 0, 1] > 1.5  # still up in the valley (the bowls begin below x2 = 0)
     assert _worst(cagrad) < _worst(mean) - 1.0
     assert cagrad[-1, 0, 1] < mean[-1, 0, 1]
@@ -102,8 +101,8 @@ def test_pcgrad_stops_on_the_pareto_set_where_the_mean_reaches_the_optimum():
     # "stops as soon as it reaches the Pareto set"), the mean goes on to the optimum.
     start = [(-8.5, -5.0)]
     best = toy_losses(average_optimum()).mean().item()
-    mean = optimize(build_aggregator("mean"), start, steps=1500)
-    pcgrad = optimize(build_aggregator("pcgrad"), start, steps=1500)
+    mean = optimize("mean", start, steps=1500)
+    pcgrad = optimize("pcgrad", start, steps=1500)
     assert toy_losses(mean[-1, 0]).mean().item() < best + 0.1
     assert torch.cdist(pcgrad[-1], pareto_set()).min() < 0.1
     assert toy_losses(pcgrad[-1, 0]).mean().item() > best + 3.0
