@@ -1,4 +1,4 @@
-"""Learning on the cheap conflicting suite: mean vs pcgrad vs cagrad over seeds, side by side.
+"""Learning on the cheap conflicting suite: surgery methods over seeds, side by side.
 
 Trains ``experiments/cheap16-<method>.yaml`` (cheap16-scaled: 16 point-mass tasks whose goals
 and action signs conflict, two of them with 30x rewards) for each method and seed with the same
@@ -10,6 +10,7 @@ per-seed values, and wall time per method relative to ``mean``. The run director
     python benchmarks/learning_cheap.py                             # 2,000 steps, seeds 0 1 2
     python benchmarks/learning_cheap.py --full                      # 4,000 steps, seeds 0-4
     python benchmarks/learning_cheap.py --steps 4000 --seeds 0 1 2 3 4 --jobs 15
+    python benchmarks/learning_cheap.py --full --methods all --out runs/zoo   # every aggregator
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ LOUD = "-x"  # task names of scaled-reward tasks end in -x<scale>
 def train(method: str, seed: int, overrides: list[str]) -> tuple[str, int, float, Path]:
     """One quiet run in a fresh process; returns (method, seed, seconds, run dir)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from mtrl.config import resolve_config
+    from mtrl.config import EXPERIMENT_DIR, resolve_config
     from mtrl.trainer import Trainer
 
+    experiment = f"cheap16-{method}"
+    if not (EXPERIMENT_DIR / f"{experiment}.yaml").is_file():  # any registered aggregator
+        overrides = [f"surgery={method}", f"name={experiment}", *overrides]
+        experiment = "cheap16-mean"
     cfg = resolve_config(
-        f"cheap16-{method}",
+        experiment,
         [f"seed={seed}", *overrides, "logger.progress=false", "checkpoint.every=0"],
     )
     start = time.perf_counter()
@@ -67,11 +72,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evals", type=int, default=4, help="evaluations per run")
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task and evaluation")
     parser.add_argument("--suite", default=None, help="suite preset (default: the experiments')")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help="aggregators to train ('all': every registered one); those without a cheap16-<name> "
+        "experiment run cheap16-mean with surgery=<name>",
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
     parser.add_argument("--out", default=None, help="keep the run directories here")
     parser.add_argument("--full", action="store_true", help="4,000 steps, 8 evals, seeds 0-4")
     args = parser.parse_args(argv)
+    if args.methods == ["all"]:
+        from mtrl.surgery import list_aggregators
+
+        args.methods = [m for m in list_aggregators() if m != "sum"]
     steps = args.steps or (4000 if args.full else 2000)
     seeds = args.seeds or (list(range(5)) if args.full else [0, 1, 2])
     evals = 8 if args.full and args.evals == 4 else args.evals
@@ -90,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             method, seed, secs, run_dir = future.result()
             curves[method].append(curve(run_dir))
             seconds[method] += secs
-            print(f"seed {seed} {method:7s} final success {curves[method][-1][-1][1]:.3f}")
+            print(f"seed {seed} {method:12s} final success {curves[method][-1][-1][1]:.3f}")
     print(f"\n{len(seeds)} seeds, {steps} steps: mean eval success over seeds (all | quiet tasks)")
     print(f"{'steps':>7s}" + "".join(f"  {m:>15s}" for m in args.methods))
     for k, (step, *_) in enumerate(curves[args.methods[0]][0]):
