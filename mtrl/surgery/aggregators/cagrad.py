@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 from typing import Annotated, Any
 
@@ -10,19 +9,14 @@ import numpy as np
 import torch
 from annotated_types import Ge, Gt, Le
 from scipy.optimize import minimize
-from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from mtrl.configtypes import Float, Int
 from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.blas import single_blas_thread
 from mtrl.surgery.aggregators.registry import register_aggregator
 
 _EPS = 1e-8
-
-
-@functools.cache
-def _blas_threads() -> ThreadpoolController:
-    return ThreadpoolController()
 
 
 def cagrad_dual(gram: np.ndarray, c: float, tol: float, max_iter: int) -> np.ndarray:
@@ -41,9 +35,7 @@ def cagrad_dual(gram: np.ndarray, c: float, tol: float, max_iter: int) -> np.nda
     def gradient(w: np.ndarray) -> np.ndarray:
         return ab + scale * (gram @ w) / np.sqrt(w @ gram @ w + _EPS)
 
-    # One BLAS thread: on a T x T problem threads gain nothing, and OpenBLAS threads left
-    # spinning after the solve slow torch's threads on the same cores (2x here, 2 cores).
-    with warnings.catch_warnings(), _blas_threads().limit(limits=1, user_api="blas"):
+    with warnings.catch_warnings(), single_blas_thread():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = minimize(
             objective,
