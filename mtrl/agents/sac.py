@@ -42,6 +42,13 @@ def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) 
         tp.lerp_(p, tau)
 
 
+def last_shared_layer(module: torch.nn.Module) -> torch.nn.Module:
+    """The last layer whose parameters every task uses: the output layer of a single-head
+    network, the last hidden layer of a multi-head one (GradNorm's "last shared layer")."""
+    net = module.net
+    return net.trunk[-1] if net.multihead else net.head
+
+
 def per_task_loss(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
     """A [T, B] -> [T] loss as a per-task loss for vmap: the task's batch becomes T = 1."""
 
@@ -242,7 +249,7 @@ class MTSAC:
         needs = aggregator.needs
         params = dict(module.named_parameters())
         optimizer.zero_grad(set_to_none=True)
-        capture = LayerGradNorms(module.net.trunk[-1])  # the last hidden layer: shared by all tasks
+        capture = LayerGradNorms(last_shared_layer(module))
         with capture if "shared_grad_norms" in needs else contextlib.nullcontext():
             out = loss_fn(params, batch)
             losses, aux = (out[0], out[1]) if has_aux else (out, None)

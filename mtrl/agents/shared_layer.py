@@ -2,8 +2,9 @@
 
 The samples of a [T, B] batch run through the network as T * B rows, task-major, so each task's
 gradient of a linear layer is the sum over its rows of ``x_bᵀ δ_b`` (input times the gradient at
-the output). Its squared norm is ``sum_{b,c} (x_b · x_c)(δ_b · δ_c)``, computed from two B x B
-Gram matrices per task without forming the [T, in, out] per-task gradients.
+the output). For a narrow layer (an output layer) that sum is formed directly, [T, in, out];
+for a wide one its squared norm ``sum_{b,c} (x_b · x_c)(δ_b · δ_c)`` comes from two B x B Gram
+matrices per task instead: whichever costs fewer operations.
 """
 
 from __future__ import annotations
@@ -49,9 +50,14 @@ class LayerGradNorms:
         grad = self.output_grads  # [E, N, out]
         members, rows = grad.shape[0], grad.shape[1]
         x = self.inputs if self.inputs.dim() == 3 else self.inputs.expand(members, -1, -1)
-        x = x.reshape(members, tasks, rows // tasks, -1)
-        d = grad.reshape(members, tasks, rows // tasks, -1)
-        gram_x = x @ x.transpose(-1, -2)  # [E, T, B, B]
-        gram_d = d @ d.transpose(-1, -2)
-        squared = (gram_x * gram_d).sum(dim=(-1, -2)) + gram_d.sum(dim=(-1, -2))  # weight + bias
-        return squared.sum(dim=0).clamp_min(0.0).sqrt()
+        batch = rows // tasks
+        x = x.reshape(members, tasks, batch, -1)
+        d = grad.reshape(members, tasks, batch, -1)
+        bias = d.sum(dim=2).pow(2).sum(dim=-1)  # [E, T]
+        if x.shape[-1] * d.shape[-1] <= batch * (x.shape[-1] + d.shape[-1]):
+            weight = (x.transpose(-1, -2) @ d).pow(2).sum(dim=(-1, -2))  # [E, T, in, out] summed
+        else:
+            gram_x = x @ x.transpose(-1, -2)  # [E, T, B, B]
+            gram_d = d @ d.transpose(-1, -2)
+            weight = (gram_x * gram_d).sum(dim=(-1, -2))
+        return (weight + bias).sum(dim=0).clamp_min(0.0).sqrt()

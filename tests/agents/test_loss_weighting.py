@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -48,14 +49,24 @@ def batch(seed: int = 0) -> dict[str, Tensor]:
     }
 
 
-def agent(name: str, networks: str = "both", **options) -> MTSAC:
+def agent(
+    name: str, networks: str = "both", multihead: bool = False, hidden: int = 32, **options
+) -> MTSAC:
     torch.manual_seed(0)
     surgery = SurgeryConfig(name=name, networks=networks, options=options)
-    return MTSAC(OBS, ACT, T, AgentConfig(hidden=[32, 32]), surgery)
+    cfg = AgentConfig(hidden=[hidden, hidden], multihead=multihead)
+    return MTSAC(OBS, ACT, T, cfg, surgery)
 
 
-def test_the_method_sees_the_losses_after_the_step_and_the_shared_layer_norms():
-    a = agent("test-loss-recorder", networks="critic")
+@pytest.mark.parametrize(
+    ("multihead", "hidden", "shared"),
+    [(False, 32, "head"), (True, 96, "trunk.1")],  # 96 x 96 is wide: the Gram-matrix path
+    ids=["single-head", "multi-head"],
+)
+def test_the_method_sees_the_losses_after_the_step_and_the_shared_layer_norms(
+    multihead, hidden, shared
+):
+    a = agent("test-loss-recorder", networks="critic", multihead=multihead, hidden=hidden)
     data = batch()
     before = {k: v.detach().clone() for k, v in a.critic.named_parameters()}
     torch.manual_seed(3)
@@ -71,7 +82,7 @@ def test_the_method_sees_the_losses_after_the_step_and_the_shared_layer_norms():
     G, losses = per_task_grads(task_loss, before, tb, return_losses=True, flat=False)
     torch.testing.assert_close(seen["losses"], losses)
     names = list(before)
-    layer = [i for i, n in enumerate(names) if n.startswith("net.trunk.1.")]  # last hidden layer
+    layer = [i for i, n in enumerate(names) if n.startswith(f"net.{shared}.")]
     assert len(layer) == 2  # its weight and bias
     per_task = torch.sqrt(sum(G.blocks[i].flatten(1).pow(2).sum(1) for i in layer))
     torch.testing.assert_close(seen["norms"], WEIGHTS * per_task, rtol=1e-4, atol=1e-6)

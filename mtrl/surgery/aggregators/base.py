@@ -150,7 +150,8 @@ class LossWeighting(Aggregator):
     - ``"losses_after"``: the per-task losses on the same batch after the step (one more forward;
       e.g. FAMO);
     - ``"shared_grad_norms"``: [T] norms of each task's weighted gradient ``w_t * grad L_t`` of
-      the network's last shared layer (its last hidden layer), from the same backward (GradNorm).
+      the network's last shared layer (the output layer of a single-head network, the last
+      hidden layer of a multi-head one), from the same backward (GradNorm).
 
     Given per-task gradients instead (the toy problem, diagnostics), the direction is the latest
     weights (uniform before the first call) times G.
