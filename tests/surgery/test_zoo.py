@@ -82,3 +82,11 @@ def test_an_mt_sac_update_through_every_method(name):
     assert any(moved)
     for p in [*agent.critic.parameters(), *agent.actor.parameters()]:
         assert torch.isfinite(p).all()
+
+
+def test_the_readme_lists_every_method():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in METHODS:
+        assert f"| `{name}` |" in readme, name
