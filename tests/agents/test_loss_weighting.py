@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from batches import replay_batch
 from torch import Tensor
 
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
@@ -36,17 +37,8 @@ class Recorder(LossWeighting):
         self.seen.append({"losses": losses, "after": losses_after, "norms": shared_grad_norms})
 
 
-def batch(seed: int = 0) -> dict[str, Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    eye = torch.eye(T)[:, None, :].expand(T, B, T)
-    return {
-        "obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "action": torch.rand(T, B, ACT, generator=gen) * 2 - 1,
-        "reward": torch.randn(T, B, generator=gen),
-        "next_obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "terminated": torch.zeros(T, B),
-        "truncated": torch.zeros(T, B),
-    }
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    return replay_batch(T, B, OBS, ACT, seed)
 
 
 def agent(

@@ -3,32 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
+from matrices import SIZES, random_G
 from torchjd.aggregation import AlignedMTL as TorchJDAlignedMTL
 
 from mtrl.errors import MtrlError
 from mtrl.surgery import NonFiniteGradientError, get_aggregator
 from mtrl.surgery.aggregators.aligned_mtl import aligned_mtl_transform
-from mtrl.surgery.taskgrads import TaskGradients
 
-SIZES = [(t, p) for t in (2, 5, 10, 50) for p in (3, 20, 200)]
 MODES = ("min", "median", "rmse")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: more BLAS threads only contend for the cores (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def random_G(tasks: int, params: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
-    return G * (0.3 + 2.7 * torch.rand(tasks, 1, generator=gen, dtype=torch.float64))
 
 
 def official_aligned_mtl(G: torch.Tensor, scale_mode: str) -> torch.Tensor:
@@ -112,14 +94,6 @@ def test_float32_gradients_agree_with_float64():
     d32 = get_aggregator("aligned-mtl")(G.float()).double()
     d64 = get_aggregator("aligned-mtl")(G)
     assert float((d32 - d64).norm() / d64.norm()) < 1e-4
-
-
-def test_blocks_give_the_flat_result():
-    G = random_G(4, 26, 5)
-    blocks = [G[:, :6].reshape(4, 2, 3), G[:, 6:]]
-    direction = get_aggregator("aligned-mtl")(TaskGradients(blocks))
-    flat = torch.cat([b.reshape(-1) for b in direction])
-    torch.testing.assert_close(flat, get_aggregator("aligned-mtl")(G), rtol=1e-12, atol=1e-12)
 
 
 def test_single_task_and_zero_gradients():

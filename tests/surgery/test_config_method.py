@@ -2,31 +2,11 @@
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
+from matrices import SIZES, random_G
 from torchjd.aggregation import ConFIG as TorchJDConFIG
 
 from mtrl.errors import MtrlError
 from mtrl.surgery import NonFiniteGradientError, get_aggregator
-from mtrl.surgery.taskgrads import TaskGradients
-
-SIZES = [(t, p) for t in (2, 5, 10, 50) for p in (3, 20, 200)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: more BLAS threads only contend for the cores (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def random_G(tasks: int, params: int, seed: int) -> torch.Tensor:
-    """Gaussian rows with norms spread over [0.3, 3] (ConFIG normalises them: this checks it)."""
-    gen = torch.Generator().manual_seed(seed)
-    G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
-    return G * (0.3 + 2.7 * torch.rand(tasks, 1, generator=gen, dtype=torch.float64))
 
 
 def official_config(G: torch.Tensor) -> torch.Tensor:
@@ -103,14 +83,6 @@ def test_float32_gradients_agree_with_float64():
     d32 = get_aggregator("config")(G.float()).double()
     d64 = get_aggregator("config")(G)
     assert float((d32 - d64).norm() / d64.norm()) < 1e-4
-
-
-def test_blocks_give_the_flat_result():
-    G = random_G(4, 26, 5)
-    blocks = [G[:, :6].reshape(4, 2, 3), G[:, 6:]]
-    direction = get_aggregator("config")(TaskGradients(blocks))
-    flat = torch.cat([b.reshape(-1) for b in direction])
-    torch.testing.assert_close(flat, get_aggregator("config")(G), rtol=1e-12, atol=1e-12)
 
 
 def test_single_task_zero_and_opposite_gradients():

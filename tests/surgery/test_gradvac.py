@@ -6,25 +6,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
+from matrices import SIZES
 from torchjd.aggregation import GradVac as TorchJDGradVac
 
 from mtrl.errors import MtrlError
 from mtrl.surgery import NonFiniteGradientError, get_aggregator
 from mtrl.surgery.aggregators.gradvac import gradvac_coefficients
 from mtrl.surgery.taskgrads import TaskGradients
-
-SIZES = [(t, p) for t in (2, 5, 10, 50) for p in (3, 20, 200)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: more BLAS threads only contend for the cores (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def random_G(tasks: int, params: int, gen: torch.Generator) -> torch.Tensor:

@@ -2,29 +2,11 @@
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
+from matrices import SIZES, random_G
 from torchjd.aggregation import IMTLG as TorchJDIMTLG
 
 from mtrl.errors import MtrlError
 from mtrl.surgery import NonFiniteGradientError, get_aggregator
-
-SIZES = [(t, p) for t in (2, 5, 10, 50) for p in (3, 20, 200)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small matrices: more BLAS threads only contend for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-def random_G(tasks: int, params: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
-    return G * (0.3 + 2.7 * torch.rand(tasks, 1, generator=gen, dtype=torch.float64))
 
 
 def libmtl_imtl_g(G: torch.Tensor) -> torch.Tensor:

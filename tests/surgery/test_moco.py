@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from batches import replay_batch
 
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
 from mtrl.errors import MtrlError
@@ -159,17 +160,8 @@ def test_other_gradient_shapes_are_a_value_error():
 T, B, OBS, ACT = 3, 8, 6 + 3, 2
 
 
-def batch(seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    eye = torch.eye(T)[:, None, :].expand(T, B, T)
-    return {
-        "obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "action": torch.rand(T, B, ACT, generator=gen) * 2 - 1,
-        "reward": torch.randn(T, B, generator=gen),
-        "next_obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "terminated": torch.zeros(T, B),
-        "truncated": torch.zeros(T, B),
-    }
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    return replay_batch(T, B, OBS, ACT, seed)
 
 
 def agent() -> MTSAC:

@@ -5,6 +5,7 @@ import io
 
 import pytest
 import torch
+from batches import replay_batch
 from torchjd.aggregation import Random
 
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
@@ -129,18 +130,8 @@ def test_state_round_trip_through_a_weights_only_checkpoint():
 T, B, OBS, ACT = 4, 16, 8 + 4, 2
 
 
-def batch(seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    eye = torch.eye(T)[:, None, :].expand(T, B, T)
-    obs = torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1)
-    return {
-        "obs": obs,
-        "action": torch.rand(T, B, ACT, generator=gen) * 2 - 1,
-        "reward": torch.randn(T, B, generator=gen),
-        "next_obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "terminated": torch.zeros(T, B),
-        "truncated": torch.zeros(T, B),
-    }
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    return replay_batch(T, B, OBS, ACT, seed)
 
 
 def agent() -> MTSAC:

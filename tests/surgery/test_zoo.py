@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from batches import replay_batch
 
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
 from mtrl.surgery import (
@@ -62,16 +63,7 @@ def test_one_task_nan_and_blocks(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_an_mt_sac_update_through_every_method(name):
     T, B, OBS, ACT = 4, 8, 6 + 4, 2
-    gen = torch.Generator().manual_seed(1)
-    eye = torch.eye(T)[:, None, :].expand(T, B, T)
-    batch = {
-        "obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "action": torch.rand(T, B, ACT, generator=gen) * 2 - 1,
-        "reward": torch.randn(T, B, generator=gen),
-        "next_obs": torch.cat([torch.randn(T, B, OBS - T, generator=gen), eye], dim=-1),
-        "terminated": torch.zeros(T, B),
-        "truncated": torch.zeros(T, B),
-    }
+    batch = replay_batch(T, B, OBS, ACT, seed=1)
     torch.manual_seed(0)
     agent = MTSAC(OBS, ACT, T, AgentConfig(hidden=[16, 16]), SurgeryConfig(name=name), seed=0)
     before = [p.detach().clone() for p in agent.critic.parameters()]
