@@ -185,3 +185,22 @@ def test_aggregators_lists_each_option_once_with_its_type(capsys):
     assert out.count("surgery.c=0.4  (number >= 0)") == 1
     assert out.count("surgery.reduction=sum  (sum|mean)") == 1
     assert "generator" not in out and "surgery.seed" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "runs/x", "--episodes", "0"], "argument --episodes: must be >= 1, got 0"),
+        (["eval", "runs/x", "--episodes", "-2"], "argument --episodes: must be >= 1, got -2"),
+        (["eval", "runs/x", "--num-workers", "-1"], "argument --num-workers: must be >= 0"),
+        (["compare", "runs/x", "--step", "0"], "argument --step: must be >= 1, got 0"),
+        (["compare", "runs/x", "--step", "-5"], "argument --step: must be >= 1, got -5"),
+        (["compare", "runs/x", "--reps", "many"], "argument --reps: expected an integer"),
+    ],
+)
+def test_bad_numeric_arguments_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
