@@ -11,6 +11,7 @@ T = 50 with P <= 20 is left out: no direction improves all 50 tasks, and ECOS re
 
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from torchjd.aggregation import NashMTL as TorchJDNashMTL
 
 from mtrl.errors import MtrlError
 from mtrl.surgery import NonFiniteGradientError, get_aggregator
+from mtrl.surgery.aggregators import nash_mtl
 
 
 def _matrix(tasks: int, params: int, seed: int) -> torch.Tensor:
@@ -167,3 +169,26 @@ def test_state_round_trip_through_a_checkpoint():
     resumed.load_state_dict(state)
     for G in inputs[3:]:
         assert torch.equal(resumed(G), agg(G))
+
+
+@pytest.mark.timeout(60)
+def test_gradients_of_very_different_scales():
+    """A real critic Gramian (cheap16-scaled: two tasks with 30x rewards, norms 5e5 apart in
+    the Gramian's diagonal) once gave NaN weights and, on other seeds, a solver that never
+    returned: solved in rescaled coordinates, α is finite and feasible (α_i (A α)_i >= 1) and
+    down-weights the loud tasks, as the reference (cvxpy/ECOS) does."""
+    path = Path(__file__).resolve().parents[1] / "data" / "nash_mtl_scaled_gramian.txt"
+    gram = torch.from_numpy(np.loadtxt(path))
+    agg = get_aggregator("nash-mtl", max_norm=0.0)
+    for _ in range(2):
+        weights = agg.weights(gram.clone())
+        assert torch.isfinite(weights).all() and (weights > 0).all()
+        alpha = weights.numpy()
+        assert (alpha * (gram.numpy() @ alpha)).min() > 1 - 1e-6
+        assert alpha[:2].max() < alpha[2:].min()  # the two loud tasks weigh least
+
+
+def test_a_start_that_is_not_strictly_feasible_gives_no_solution():
+    a = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    for start in (np.array([np.nan, 1.0]), np.array([1.0, 1.0])):  # NaN; a x = 0
+        assert nash_mtl.solve_subproblem(a, np.ones(2), start) is None

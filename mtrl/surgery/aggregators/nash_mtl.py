@@ -21,6 +21,7 @@ from mtrl.surgery.aggregators.registry import register_aggregator
 _STOP_RESIDUAL = 1e-3
 _STOP_STEP = 1e-6
 _MAX_NEWTON = 50  # per centring
+_MAX_CENTRINGS = 40  # t grows 20x per centring: far past any gap float64 can resolve
 _NEWTON_TOL = 1e-7  # on λ²/2, λ the Newton decrement
 _GAP_TOL = 1e-8  # slacks near 1e-10; much below, float64 rounding stalls Newton
 _STALL_GAP = 1e-6
@@ -89,7 +90,10 @@ def solve_subproblem(a: np.ndarray, c: np.ndarray, x0: np.ndarray) -> np.ndarray
         return None
     tasks = a.shape[0]
     c = c / np.linalg.norm(c)
-    x = x0 * np.sqrt(2.0 / np.min(x0 * (a @ x0)))  # every x_i (a x)_i >= 2
+    lowest = float(np.min(x0 * (a @ x0)))
+    if not (lowest > 0 and np.isfinite(lowest) and np.all(np.isfinite(x0))):
+        return None  # no strictly feasible start in floating point
+    x = x0 * np.sqrt(2.0 / lowest)  # every x_i (a x)_i >= 2
 
     def slack(x: np.ndarray) -> np.ndarray | None:
         u = a @ x
@@ -97,9 +101,11 @@ def solve_subproblem(a: np.ndarray, c: np.ndarray, x0: np.ndarray) -> np.ndarray
         return None if np.any(x <= 0) or np.any(u <= 0) or np.any(s <= 0) else s
 
     s = slack(x)
+    if s is None:
+        return None
     t = 1.0
     centred: np.ndarray | None = None  # the last point on the central path, close enough
-    while True:
+    for _ in range(_MAX_CENTRINGS):
         for _ in range(_MAX_NEWTON):  # centre: minimise t cᵀx - Σ log s(x)
             u = a @ x
             d = np.diag(u) + x[:, None] * a  # rows: ∇(x_i u_i)
@@ -129,11 +135,40 @@ def solve_subproblem(a: np.ndarray, c: np.ndarray, x0: np.ndarray) -> np.ndarray
         else:  # no convergence (rounding: steps too small to progress): the last centred point
             return centred
         gap = 2 * tasks / t / max(1.0, abs(float(c @ x)))  # the barrier's (relative) duality gap
+        if not np.isfinite(gap):
+            return centred
         if gap < _GAP_TOL:
             return x
         if gap < _STALL_GAP:
             centred = x
         t *= _T_GROWTH
+    return centred
+
+
+def _scaling(a: np.ndarray) -> np.ndarray:
+    """D's diagonal, sqrt(diag a): in y = D x the matrix D⁻¹aD⁻¹ has a unit diagonal."""
+    return np.sqrt(np.maximum(np.diag(a), np.finfo(np.float64).tiny))
+
+
+def _positive(x: np.ndarray | None) -> np.ndarray | None:
+    return x if x is not None and np.all(np.isfinite(x)) and np.all(x > 0) else None
+
+
+def feasible_scaled(a: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray | None:
+    """``_feasible_point`` in the coordinates of ``solve_scaled`` (feasibility is invariant)."""
+    d = _scaling(a)
+    y = _feasible_point(a / np.outer(d, d), [x * d for x in candidates])
+    return None if y is None else _positive(y / d)
+
+
+def solve_scaled(a: np.ndarray, c: np.ndarray, x0: np.ndarray) -> np.ndarray | None:
+    """``solve_subproblem`` in coordinates y = D x, D = diag(sqrt(diag a)): the problem is
+    invariant under that change (y_i (D⁻¹aD⁻¹ y)_i = x_i (a x)_i, cᵀx = (D⁻¹c)ᵀy), and with a
+    unit diagonal it stays well scaled when the task gradients' norms differ by orders of
+    magnitude (e.g. tasks whose rewards are 30x larger)."""
+    d = _scaling(a)
+    y = solve_subproblem(a / np.outer(d, d), c / d, x0 * d)
+    return None if y is None else _positive(y / d)
 
 
 def nash_mtl_alpha(gram: np.ndarray, alpha: np.ndarray, niter: int) -> np.ndarray:
@@ -158,10 +193,10 @@ def nash_mtl_alpha(gram: np.ndarray, alpha: np.ndarray, niter: int) -> np.ndarra
         if not np.all(np.isfinite(c)):
             break
         # later subproblems share the feasible set and start from the last solution
-        start = _feasible_point(a, [x_prev, np.ones_like(alpha)]) if k == 0 else x_prev
+        start = feasible_scaled(a, [x_prev, np.ones_like(alpha)]) if k == 0 else x_prev
         if start is None:
             break
-        x = solve_subproblem(a, c, start)
+        x = solve_scaled(a, c, start)
         if x is None:
             break
         new = x / root
