@@ -52,6 +52,16 @@ def train(method: str, seed: int, overrides: list[str]) -> tuple[str, int, float
     return method, seed, time.perf_counter() - start, trainer.run_dir
 
 
+def finished_runs(out: Path, steps: int) -> dict[tuple[str, int], tuple[Path, float]]:
+    """Finished runs of ``steps`` steps in ``out`` by (experiment name, seed), with wall time."""
+    found = {}
+    for summary in out.glob("*/summary.json"):
+        data = json.loads(summary.read_text())
+        if data["steps"] == steps:
+            found[(data["experiment"], data["seed"])] = (summary.parent, float(data["wall_s"]))
+    return found
+
+
 def curve(run_dir: Path) -> list[tuple[int, float, float]]:
     """(step, success over all tasks, success over the quiet tasks) at every evaluation."""
     points = []
@@ -82,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
     parser.add_argument("--out", default=None, help="keep the run directories here")
     parser.add_argument("--full", action="store_true", help="4,000 steps, 8 evals, seeds 0-4")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the finished runs in --out (same experiment, seed and steps) and train the rest",
+    )
     args = parser.parse_args(argv)
     if args.methods == ["all"]:
         from mtrl.surgery import list_aggregators
@@ -99,10 +114,17 @@ def main(argv: list[str] | None = None) -> None:
     curves: dict[str, list] = {m: [] for m in args.methods}
     seconds = dict.fromkeys(args.methods, 0.0)
     jobs = [(m, s) for s in seeds for m in args.methods]  # interleaved: load hits all alike
+    done = finished_runs(out, steps) if args.resume else {}
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(train, m, s, overrides) for m, s in jobs]
-        for future in futures:
-            method, seed, secs, run_dir = future.result()
+        futures = [
+            None if (f"cheap16-{m}", s) in done else pool.submit(train, m, s, overrides)
+            for m, s in jobs
+        ]
+        for (method, seed), future in zip(jobs, futures, strict=True):
+            if future is None:
+                run_dir, secs = done[(f"cheap16-{method}", seed)]
+            else:
+                method, seed, secs, run_dir = future.result()
             curves[method].append(curve(run_dir))
             seconds[method] += secs
             print(f"seed {seed} {method:12s} final success {curves[method][-1][-1][1]:.3f}")
