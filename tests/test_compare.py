@@ -330,3 +330,14 @@ def test_wandb_offline_upload(runs, tmp_path, monkeypatch, capsys):
     table = json.loads(table.read_text())
     assert table["columns"][:3] == ["method", "runs", "step"]
     assert [row[:3] for row in table["data"]] == [["mean", 2, 200], ["pcgrad", 2, 200]]
+
+
+def test_every_method_gets_its_own_colour_and_line_style():
+    from types import SimpleNamespace
+
+    from mtrl.compare.plots import _colors
+
+    for count in (3, 10, 24):
+        methods = [SimpleNamespace(label=f"m{i}") for i in range(count)]
+        styles = _colors(SimpleNamespace(methods=methods))
+        assert len(set(styles.values())) == count

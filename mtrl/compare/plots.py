@@ -12,10 +12,32 @@ from mtrl.compare.results import NETWORKS, Comparison
 DPI = 100
 
 
-def _colors(comparison: Comparison) -> dict[str, str]:
-    """One colour per method, the same in every figure."""
-    palette = [f"C{i}" for i in range(10)]
-    return {m.label: palette[i % 10] for i, m in enumerate(comparison.methods)}
+MANY = 8
+"""Above this many methods the legend moves outside the axes and the CI bands fade."""
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _colors(comparison: Comparison) -> dict[str, tuple[object, str]]:
+    """One (colour, line style) per method, the same in every figure: matplotlib's ten default
+    colours, then tab20's twenty with a line style per round, so 20+ methods stay apart."""
+    labels = [m.label for m in comparison.methods]
+    if len(labels) <= 10:
+        return {label: (f"C{i}", "-") for i, label in enumerate(labels)}
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"].colors
+    return {
+        label: (palette[i % 20], LINESTYLES[(i // 20 + i % 2) % len(LINESTYLES)])
+        for i, label in enumerate(labels)
+    }
+
+
+def _legend(fig: Figure, ax: object, count: int) -> None:
+    if count > MANY:
+        fig.set_figwidth(fig.get_figwidth() + 2.2)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    else:
+        ax.legend(fontsize=8, loc="lower right")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -28,22 +50,21 @@ def success_curve(comparison: Comparison, path: Path) -> Path:
     """Mean eval success over env steps per method, with a 95% bootstrap band over seeds."""
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
-    colors = _colors(comparison)
+    styles = _colors(comparison)
+    band = 0.08 if len(comparison.methods) > MANY else 0.2
     for m in comparison.methods:
         if m.curve is None:
             continue
-        c = m.curve
-        ax.plot(
-            c.steps, c.mean, marker="o", ms=3, color=colors[m.label], label=f"{m.label} (n={m.n})"
-        )
+        c, (color, style) = m.curve, styles[m.label]
+        ax.plot(c.steps, c.mean, style, marker="o", ms=3, color=color, label=f"{m.label} (n={m.n})")
         if m.n > 1 and c.low is not None and c.high is not None:
-            ax.fill_between(c.steps, c.low, c.high, color=colors[m.label], alpha=0.2, lw=0)
+            ax.fill_between(c.steps, c.low, c.high, color=color, alpha=band, lw=0)
     ax.set_xlabel("env steps per task")
     ax.set_ylabel("eval success (mean over tasks)")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(f"{comparison.suite}: mean over seeds, 95% bootstrap CI", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend(fig, ax, len(comparison.methods))
     return _save(fig, path)
 
 
@@ -68,16 +89,19 @@ def task_success(comparison: Comparison, path: Path) -> Path:
 def conflict(comparison: Comparison, path: Path) -> Path:
     """Fraction of task pairs with conflicting gradients (cosine < 0) over steps, per network."""
     fig = Figure(figsize=(9.0, 3.6))
-    colors = _colors(comparison)
+    styles = _colors(comparison)
     for k, net in enumerate(NETWORKS):
         ax = fig.add_subplot(1, len(NETWORKS), k + 1)
         drawn = False
         for m in comparison.methods:
             if net in m.conflict:
                 c = m.conflict[net]
-                ax.plot(c.steps, c.mean, color=colors[m.label], label=m.label)
+                color, style = styles[m.label]
+                ax.plot(c.steps, c.mean, style, color=color, label=m.label)
                 drawn = True
-        if drawn:
+        if drawn and k == len(NETWORKS) - 1:
+            _legend(fig, ax, len(comparison.methods))
+        elif drawn and len(comparison.methods) <= MANY:
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
