@@ -57,6 +57,11 @@ class AgentConfig:
     """Transitions sampled per task for each update (the batch is [T, batch_size])."""
     critics: Annotated[Int, Ge(1)] = 2
     """Critics in the ensemble (2: the usual twin critic with a min target)."""
+    task_grads: Literal["auto", "layers", "vmap", "loop"] = "auto"
+    """How per-task gradients are formed: ``layers`` (one fused backward and one batched product
+    per linear layer; exact, about the cost of one backward), ``vmap`` (torch.func over the task
+    axis; any network), ``loop`` (one backward per task; the slow reference); ``auto`` picks
+    ``layers`` where every layer has a rule, else ``vmap``."""
 
     def __post_init__(self) -> None:
         if self.log_std_min >= self.log_std_max:

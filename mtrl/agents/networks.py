@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtrl.surgery.layergrads import register_layer_rule, task_rows
+
 InitScheme = Literal["torch", "metaworld"]
 ACTOR_HEAD_BOUND = 1e-3
 CRITIC_HEAD_BOUND = 3e-3
@@ -36,6 +38,16 @@ class EnsembleLinear(nn.Module):
         return torch.matmul(x, self.weight) + self.bias
 
 
+@register_layer_rule(EnsembleLinear)
+def _ensemble_linear_rule(
+    layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int
+) -> dict[str, Tensor]:
+    """Per-task gradients [T, E, in, out] and [T, E, 1, out] (inputs [N, in] or [E, N, in])."""
+    x, dt = task_rows(inputs[0].detach(), tasks), task_rows(d, tasks)
+    spec = "tbi,etbo->teio" if x.dim() == 3 else "etbi,etbo->teio"
+    return {"weight": torch.einsum(spec, x, dt), "bias": dt.sum(dim=2).transpose(0, 1)[:, :, None]}
+
+
 class TaskHeads(nn.Module):
     """One output layer per task and ensemble member, picked by the one-hot task id.
 
@@ -54,6 +66,24 @@ class TaskHeads(nn.Module):
     def forward(self, x: Tensor, one_hot: Tensor) -> Tensor:
         out = torch.einsum("eni,etio->ento", x, self.weight) + self.bias
         return (out * one_hot[None, :, :, None]).sum(dim=2)
+
+
+@register_layer_rule(TaskHeads)
+def _task_heads_rule(
+    layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int
+) -> dict[str, Tensor]:
+    """Task t's rows only reach their own head: its gradient fills head k_t of block t, where
+    k_t is the one-hot id of the task's rows (every row of a task shares it)."""
+    x, one_hot = task_rows(inputs[0].detach(), tasks), task_rows(inputs[1].detach(), tasks)
+    dt = task_rows(d, tasks)
+    spec = "tbi,etbo->teio" if x.dim() == 3 else "etbi,etbo->teio"
+    head = one_hot[:, 0].argmax(dim=-1)  # [T]
+    rows = torch.arange(tasks, device=d.device)
+    weight = layer.weight.new_zeros((tasks, *layer.weight.shape))
+    weight[rows, :, head] = torch.einsum(spec, x, dt)
+    bias = layer.bias.new_zeros((tasks, *layer.bias.shape))
+    bias[rows, :, 0, head] = dt.sum(dim=2).transpose(0, 1)
+    return {"weight": weight, "bias": bias}
 
 
 class EnsembleMLP(nn.Module):
@@ -158,11 +188,16 @@ class Actor(nn.Module):
         return mean, log_std.clamp(*self.log_std_bounds)
 
 
-def squashed_sample(mean: Tensor, log_std: Tensor) -> tuple[Tensor, Tensor]:
-    """Reparameterised tanh-Gaussian sample and its log-probability [N]."""
-    std = log_std.exp()
-    u = mean + std * torch.randn_like(mean)
-    log_prob = (-0.5 * ((u - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+def squashed_sample(
+    mean: Tensor, log_std: Tensor, noise: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Reparameterised tanh-Gaussian sample and its log-probability [N].
+
+    :param noise: the standard normal draw (shaped like ``mean``); None draws it here.
+    """
+    eps = torch.randn_like(mean) if noise is None else noise
+    u = mean + log_std.exp() * eps
+    log_prob = (-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
     # log(1 - tanh(u)^2) written stably as 2 (log 2 - u - softplus(-2u))
     log_prob = log_prob - (2 * (math.log(2.0) - u - F.softplus(-2 * u))).sum(-1)
     return torch.tanh(u), log_prob

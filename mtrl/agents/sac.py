@@ -29,6 +29,8 @@ from mtrl.surgery import (
     per_task_grads,
     write_grads,
 )
+from mtrl.surgery.layergrads import covers, layer_task_grads
+from mtrl.surgery.taskgrads import TaskGradients
 from mtrl.timing import SectionTimer
 
 Batch = dict[str, Tensor]
@@ -57,6 +59,14 @@ def per_task_loss(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., A
         return (out[0][0], out[1][0]) if has_aux else out[0]
 
     return task_loss
+
+
+def _task_grad_mode(mode: str, module: torch.nn.Module) -> str:
+    if mode == "auto":
+        return "layers" if covers(module) else "vmap"
+    if mode == "layers" and not covers(module):
+        raise ValueError("agent.task_grads=layers needs a network made of layers with a rule")
+    return mode
 
 
 class MTSAC:
@@ -115,6 +125,11 @@ class MTSAC:
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
         }
+        self.task_grad_modes = {
+            net: _task_grad_mode(cfg.task_grads, module)
+            for net, module in (("critic", self.critic), ("actor", self.actor))
+        }
+        """How each network's per-task gradients are formed: layers, vmap or loop."""
         self.surgery_timer = SectionTimer(self.device)
         """Time in the aggregators (both networks); read and reset with ``take()``."""
 
@@ -150,7 +165,7 @@ class MTSAC:
         T, B = tb["obs"].shape[:2]
         obs = tb["obs"].reshape(T * B, -1)
         mean, log_std = functional_call(self.actor, params, (obs,))
-        action, log_prob = squashed_sample(mean, log_std)
+        action, log_prob = squashed_sample(mean, log_std, tb["noise"].reshape(T * B, -1))
         q = self.critic(obs, action).min(dim=0).values
         log_prob = log_prob.view(T, B)
         return (tb["alpha"][:, None] * log_prob - q.view(T, B)).mean(dim=-1), log_prob.mean(dim=-1)
@@ -177,12 +192,42 @@ class MTSAC:
                 {"obs": batch["obs"], "action": batch["action"], "target": target},
             )
             actor, log_prob = self._actor_losses(
-                dict(self.actor.named_parameters()), {"obs": batch["obs"], "alpha": alpha}
+                dict(self.actor.named_parameters()),
+                {"obs": batch["obs"], "alpha": alpha, "noise": self._actor_noise(batch)},
             )
         alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).detach()
         return {"critic": critic, "actor": actor, "alpha": alpha_loss}
 
+    def _actor_noise(self, batch: Batch) -> Tensor:
+        """The actor loss's Gaussian noise [T, B, act], drawn once per update so that every way
+        of forming per-task gradients sees the same samples."""
+        T, B = batch["obs"].shape[:2]
+        return torch.randn(T, B, self.act_dim, device=self.device)
+
     # ----------------------------------------------------------------------- the update
+    def _task_grads(
+        self,
+        network: str,
+        module: torch.nn.Module,
+        loss_fn: Callable[..., Any],
+        batch: Batch,
+        has_aux: bool,
+    ) -> tuple[TaskGradients, Tensor, Any]:
+        """Per-task gradients of ``module`` (blocks), the losses [T] and the auxiliary output."""
+        mode = self.task_grad_modes[network]
+        if mode == "layers":
+            return layer_task_grads(loss_fn, module, batch, self.num_tasks, has_aux)
+        out = per_task_grads(
+            per_task_loss(loss_fn, has_aux),
+            dict(module.named_parameters()),
+            batch,
+            mode=mode,
+            has_aux=has_aux,
+            return_losses=True,
+            flat=False,
+        )
+        return out[0], out[1], (out[2] if has_aux else None)
+
     def _surgery_step(
         self,
         network: str,
@@ -212,16 +257,7 @@ class MTSAC:
             torch.dot(weights.to(losses), losses).backward()
             self._check_finite(network, losses, module)
         else:
-            out = per_task_grads(
-                per_task_loss(loss_fn, has_aux),
-                params,
-                batch,
-                has_aux=has_aux,
-                return_losses=True,
-                flat=False,
-            )
-            G, losses = out[0], out[1]
-            aux = out[2] if has_aux else None
+            G, losses, aux = self._task_grads(network, module, loss_fn, batch, has_aux)
             with self.surgery_timer.section():
                 result = aggregator.aggregate(G)
             write_grads(params, result.direction)
@@ -259,14 +295,7 @@ class MTSAC:
         self._check_finite(network, losses, module)
         norms = capture.norms(self.num_tasks) if "shared_grad_norms" in needs else None
         if diagnostics is not None:
-            G = per_task_grads(
-                per_task_loss(loss_fn, has_aux),
-                params,
-                batch,
-                has_aux=has_aux,
-                return_losses=True,
-                flat=False,
-            )[0]
+            G = self._task_grads(network, module, loss_fn, batch, has_aux)[0]
             diagnostics[network] = gradient_diagnostics(G, aggregator.aggregate(G))
         if self.cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
@@ -319,7 +348,7 @@ class MTSAC:
                 self.actor,
                 self.actor_opt,
                 self._actor_losses,
-                {"obs": batch["obs"], "alpha": alpha},
+                {"obs": batch["obs"], "alpha": alpha, "noise": self._actor_noise(batch)},
                 True,
                 diag,
             )

@@ -1,0 +1,126 @@
+"""Per-task gradients of linear layers from one fused forward and backward.
+
+A linear layer's weight gradient is a sum over samples of (input ⊗ output gradient). When the
+batch is laid out task-major (N = T x B rows, task t owning rows t*B..t*B+B-1) and each task's
+loss only sees its own rows, the output gradient of ``sum_t L_t`` at a row of task t is the
+output gradient of ``L_t`` alone. So one backward of the loss sum *to the layer outputs*
+(no weight gradients) and one batched product per layer, ``X_tᵀ D_t`` for every task at once,
+give every task's weight gradient: the per-sample-gradient trick (Opacus, BackPACK) summed per
+task instead of per sample. It costs about one ordinary backward, without vmap's overhead.
+
+Layers declare how to do this through ``register_layer_rule``; a module whose parameters are
+not all owned by layers with a rule uses the vmap engine instead (see ``covers``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.surgery.taskgrads import TaskGradients
+
+LayerRule = Callable[[nn.Module, tuple[Any, ...], Tensor, int], dict[str, Tensor]]
+"""``rule(layer, inputs, output_grad, T)`` -> {local parameter name: gradient [T, *shape]}."""
+
+_RULES: dict[type[nn.Module], LayerRule] = {}
+
+
+def register_layer_rule(layer_type: type[nn.Module]) -> Callable[[LayerRule], LayerRule]:
+    """Declare how to form per-task parameter gradients of ``layer_type`` from its forward
+    inputs and the gradient of its output (rows task-major: [..., T * B, features])."""
+
+    def decorate(rule: LayerRule) -> LayerRule:
+        _RULES[layer_type] = rule
+        return rule
+
+    return decorate
+
+
+def _ruled_layers(module: nn.Module) -> dict[str, nn.Module]:
+    return {
+        name: layer
+        for name, layer in module.named_modules()
+        if type(layer) in _RULES and any(True for _ in layer.parameters(recurse=False))
+    }
+
+
+def covers(module: nn.Module) -> bool:
+    """True if every trainable parameter of ``module`` belongs directly to a layer with a rule."""
+    owned = {
+        id(p) for layer in _ruled_layers(module).values() for p in layer.parameters(recurse=False)
+    }
+    return all(id(p) in owned for p in module.parameters() if p.requires_grad)
+
+
+def task_rows(x: Tensor, tasks: int) -> Tensor:
+    """View [..., N, F] as [..., T, B, F] (N = T * B, task-major rows)."""
+    rows = x.shape[-2]
+    if rows % tasks:
+        raise ValueError(f"{rows} rows do not split into {tasks} tasks")
+    return x.reshape(*x.shape[:-2], tasks, rows // tasks, x.shape[-1])
+
+
+def layer_task_grads(
+    loss_fn: Callable[[Mapping[str, Tensor], Any], Any],
+    module: nn.Module,
+    batch: Any,
+    tasks: int,
+    has_aux: bool = False,
+) -> tuple[TaskGradients, Tensor, Any]:
+    """Per-task gradients of ``module``'s parameters in one fused forward and backward.
+
+    :param loss_fn: ``loss_fn(params, batch)`` -> per-task losses [T] (or ``(losses, aux)``),
+        calling ``module`` (e.g. through ``functional_call``) on task-major rows.
+    :param module: the network differentiated; ``covers(module)`` must hold.
+    :param batch: passed to ``loss_fn`` as is.
+    :param tasks: T.
+    :return: the gradients (blocks in ``module.named_parameters()`` order), the detached
+        losses [T] and the auxiliary output (None without ``has_aux``).
+    """
+    layers = _ruled_layers(module)
+    records: dict[str, list[tuple[tuple[Any, ...], Tensor]]] = {name: [] for name in layers}
+
+    def recorder(name: str) -> Callable[..., None]:
+        def hook(_layer: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+            if output.requires_grad:
+                records[name].append((inputs, output))
+
+        return hook
+
+    params = dict(module.named_parameters())
+    handles = [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
+    try:
+        out = loss_fn(params, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    losses, aux = (out[0], out[1]) if has_aux else (out, None)
+    outputs = [output for recs in records.values() for _, output in recs]
+    output_grads = iter(torch.autograd.grad(losses.sum(), outputs, allow_unused=True))
+    grads: dict[str, Tensor] = {}
+    for name, recs in records.items():
+        layer = layers[name]
+        for inputs, output in recs:
+            d = next(output_grads)
+            if d is None:
+                continue
+            for local, g in _RULES[type(layer)](layer, inputs, d.detach(), tasks).items():
+                key = f"{name}.{local}" if name else local
+                grads[key] = grads[key] + g if key in grads else g
+    blocks = [
+        grads[n] if n in grads else p.new_zeros((tasks, *p.shape)) for n, p in params.items()
+    ]
+    return TaskGradients(blocks), losses.detach(), (aux.detach() if aux is not None else None)
+
+
+@register_layer_rule(nn.Linear)
+def _linear_rule(layer: nn.Module, inputs: tuple[Any, ...], d: Tensor, tasks: int) -> dict:
+    x = task_rows(inputs[0].detach().reshape(-1, inputs[0].shape[-1]), tasks)
+    dt = task_rows(d.reshape(-1, d.shape[-1]), tasks)
+    out = {"weight": torch.einsum("tbo,tbi->toi", dt, x)}
+    if layer.bias is not None:
+        out["bias"] = dt.sum(dim=1)
+    return out

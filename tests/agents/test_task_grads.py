@@ -1,0 +1,110 @@
+"""Per-task gradients three ways (layer products, vmap, a loop): equal blocks, equal training."""
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from batches import replay_batch
+from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
+from mtrl.surgery import aggregator_class, list_aggregators
+from mtrl.surgery.layergrads import covers, layer_task_grads
+
+T, B, ACT = 4, 8, 3
+OBS = 6 + T
+
+
+def agent(mode: str, multihead: bool = False, name: str = "mean", **options) -> MTSAC:
+    torch.manual_seed(0)
+    cfg = AgentConfig(hidden=[16, 16], multihead=multihead, task_grads=mode)
+    return MTSAC(OBS, ACT, T, cfg, SurgeryConfig(name=name, options=options), seed=0)
+
+
+def network_grads(a: MTSAC, network: str):
+    """The critic's or the actor's per-task gradients on one batch, as the update forms them."""
+    batch = replay_batch(T, B, OBS, ACT)
+    torch.manual_seed(1)
+    if network == "critic":
+        target = a.critic_targets(batch)
+        tb = {"obs": batch["obs"], "action": batch["action"], "target": target}
+        return a._task_grads("critic", a.critic, a._critic_losses, tb, False)
+    tb = {"obs": batch["obs"], "alpha": a.log_alpha.exp().detach(), "noise": a._actor_noise(batch)}
+    a.critic.requires_grad_(False)
+    return a._task_grads("actor", a.actor, a._actor_losses, tb, True)
+
+
+@pytest.mark.parametrize("multihead", [False, True], ids=["single-head", "multihead"])
+@pytest.mark.parametrize("network", ["critic", "actor"])
+def test_layer_products_equal_vmap_and_loop(network, multihead):
+    results = {m: network_grads(agent(m, multihead), network) for m in ("layers", "vmap", "loop")}
+    ref_G, ref_losses, _ = results["loop"]
+    for mode in ("layers", "vmap"):
+        G, losses, _ = results[mode]
+        torch.testing.assert_close(losses, ref_losses)
+        for block, ref in zip(G.blocks, ref_G.blocks, strict=True):
+            assert block.shape == ref.shape
+            torch.testing.assert_close(block, ref, atol=1e-6, rtol=1e-5)
+    # every task's gradient is its own: rows differ and none is zero
+    gram = ref_G.gramian()
+    assert (gram.diagonal() > 0).all() and not torch.allclose(gram[0], gram[1])
+
+
+def test_auto_picks_layer_products_for_mtsac_networks():
+    assert agent("auto").task_grad_modes == {"critic": "layers", "actor": "layers"}
+    assert agent("vmap").task_grad_modes == {"critic": "vmap", "actor": "vmap"}
+
+
+GRADIENT_METHODS = [
+    n
+    for n in list_aggregators()
+    if aggregator_class(n).kind == "gradient"
+    and aggregator_class(n).__module__.startswith("mtrl.")
+    and n not in ("mean", "sum")
+]
+"""Built-in methods that form per-task gradients (loss methods take one fused backward)."""
+
+
+@pytest.mark.parametrize("name", GRADIENT_METHODS)
+def test_training_with_layer_products_equals_vmap(name):
+    """Three full updates with each method: the same parameters either way (float32 sums in
+    another order, so equal to 1e-5; the solvers see Gramians equal to ~1e-7)."""
+    agents = [agent(mode, name=name) for mode in ("layers", "vmap")]
+    for a in agents:
+        torch.manual_seed(3)
+        for step in range(3):
+            a.update(replay_batch(T, B, OBS, ACT, seed=step))
+    for p, q in zip(agents[0].actor.parameters(), agents[1].actor.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    for p, q in zip(agents[0].critic.parameters(), agents[1].critic.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+class TwoLayer(nn.Module):
+    def __init__(self, norm: bool = False) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 7), nn.Linear(7, 2, bias=False)
+        self.norm = nn.LayerNorm(7) if norm else nn.Identity()
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.norm(self.a(x))))
+
+
+def test_torch_linear_layers_and_coverage():
+    model = TwoLayer()
+    x, y = torch.randn(T, B, 5), torch.randn(T, B, 2)
+
+    def losses(params, batch):
+        pred = functional_call(model, params, (batch[0].reshape(T * B, 5),)).view(T, B, 2)
+        return ((pred - batch[1]) ** 2).mean(dim=(1, 2))
+
+    G, _, _ = layer_task_grads(losses, model, (x, y), T)
+    for t in range(T):
+        model.zero_grad()
+        losses(dict(model.named_parameters()), (x, y))[t].backward()
+        for block, p in zip(G.blocks, model.parameters(), strict=True):
+            torch.testing.assert_close(block[t], p.grad)
+    assert covers(model) and not covers(TwoLayer(norm=True))
+    with pytest.raises(ValueError, match="needs a network made of layers with a rule"):
+        from mtrl.agents.sac import _task_grad_mode
+
+        _task_grad_mode("layers", TwoLayer(norm=True))
