@@ -126,6 +126,10 @@ class TrainConfig:
     """cpu, cuda or cuda:<index>."""
     num_workers: Annotated[Int, Ge(0)] = 0
     """Rollout worker processes (0: step the envs in the training process)."""
+    overlap: Bool = True
+    """Run each vector step's gradient updates while the worker processes step the envs: the
+    updates at step t sample the replay before transition t is added. False: step, add, then
+    update (the textbook order). Either way a run does not depend on ``num_workers``."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0

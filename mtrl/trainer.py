@@ -360,8 +360,13 @@ class Trainer:
         else:
             actions = self.agent.act(obs)
         start = time.perf_counter()
+        rollout.step_async(actions)
+        self.timers["env"] += time.perf_counter() - start
+        if cfg.overlap:  # the workers step the envs meanwhile
+            self._updates_now(logger)
+        start = time.perf_counter()
         try:
-            result = rollout.step(actions)
+            result = rollout.step_wait()
         except NonFiniteEnvError as exc:  # count steps as the run does, not as this rollout
             raise exc.at(self.step + 1) from None
         self.timers["env"] += time.perf_counter() - start
@@ -370,25 +375,32 @@ class Trainer:
         )
         for ep in result.episodes:
             self.episodes.add(ep.task, ep.episode_return, ep.success)
+        if not cfg.overlap:
+            self._updates_now(logger)
+        return result.obs
+
+    def _updates_now(self, logger: Logger) -> None:
+        """The ``utd`` gradient updates of this vector step, once the warm-up is over."""
+        cfg = self.cfg
         # after a resume from a checkpoint without replay, refill a little before updating
         refilled = len(self.replay) >= max(1, min(cfg.warmup, cfg.agent.batch_size))
-        if self.step >= cfg.warmup and refilled:
-            start = time.perf_counter()
-            log_now = (self.step + 1) % cfg.logger.every == 0
-            for k in range(cfg.utd):
-                batch = self.replay.sample(cfg.agent.batch_size)
-                metrics = self.agent.update(batch, diagnostics=log_now and k == cfg.utd - 1)
-                diagnostics = metrics.pop("diagnostics", None)
-                logger.record_many(metrics, prefix="train/")
-                if diagnostics:
-                    for net, d in diagnostics.items():
-                        logger.record(f"surgery/{net}/conflict_fraction", d.conflict_fraction)
-                        logger.record(f"surgery/{net}/direction_norm", d.direction_norm)
-                        logger.record(f"surgery/{net}/grad_norm", d.task_norms)
-                        self.last_cosine[net] = d.cosine
-            self.timers["update"] += time.perf_counter() - start
-            self._updates += cfg.utd
-        return result.obs
+        if self.step < cfg.warmup or not refilled:
+            return
+        start = time.perf_counter()
+        log_now = (self.step + 1) % cfg.logger.every == 0
+        for k in range(cfg.utd):
+            batch = self.replay.sample(cfg.agent.batch_size)
+            metrics = self.agent.update(batch, diagnostics=log_now and k == cfg.utd - 1)
+            diagnostics = metrics.pop("diagnostics", None)
+            logger.record_many(metrics, prefix="train/")
+            if diagnostics:
+                for net, d in diagnostics.items():
+                    logger.record(f"surgery/{net}/conflict_fraction", d.conflict_fraction)
+                    logger.record(f"surgery/{net}/direction_norm", d.direction_norm)
+                    logger.record(f"surgery/{net}/grad_norm", d.task_norms)
+                    self.last_cosine[net] = d.cosine
+        self.timers["update"] += time.perf_counter() - start
+        self._updates += cfg.utd
 
     def _periodic(self, rollout: Rollout, obs: np.ndarray, logger: Logger, bar: tqdm) -> None:
         """Evaluate, log and checkpoint when their intervals come up; the last step evaluates."""

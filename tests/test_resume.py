@@ -32,12 +32,15 @@ def comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_matches_an_uninterrupted_run(tmp_path, workers, capsys):
+@pytest.mark.parametrize(
+    ("workers", "overlap"), [(0, True), (2, True), (0, False)], ids=["w0", "w2", "w0-no-overlap"]
+)
+def test_resume_matches_an_uninterrupted_run(tmp_path, workers, overlap, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(["train", *ARGS, f"num_workers={workers}", "steps=100", f"out={straight}"]) == 0
+    args = [*ARGS, f"num_workers={workers}", f"overlap={str(overlap).lower()}"]
+    assert main(["train", *args, "steps=100", f"out={straight}"]) == 0
     # stop at a checkpoint mid-episode (episodes are 15 steps), then continue to the end
-    assert main(["train", *ARGS, f"num_workers={workers}", "steps=40", f"out={split}"]) == 0
+    assert main(["train", *args, "steps=40", f"out={split}"]) == 0
     (run_a,) = straight.iterdir()
     (run_b,) = split.iterdir()
     capsys.readouterr()
@@ -51,6 +54,22 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, workers, capsys):
     summary_a = json.loads((run_a / "summary.json").read_text())
     summary_b = json.loads((run_b / "summary.json").read_text())
     assert summary_a["success"] == summary_b["success"] and summary_b["steps"] == 100
+
+
+def test_overlapped_runs_do_not_depend_on_workers_and_differ_from_stepping_first(tmp_path):
+    rows = {}
+    for label, extra in {
+        "w0": ["num_workers=0"],
+        "w2": ["num_workers=2"],
+        "serial": ["num_workers=2", "overlap=false"],
+    }.items():
+        out = tmp_path / label
+        assert main(["train", *ARGS, *extra, "steps=60", "eval.every=0", f"out={out}"]) == 0
+        (run,) = out.iterdir()
+        rows[label] = comparable(read_metrics(run / "metrics.jsonl"))
+    assert rows["w0"] == rows["w2"]
+    # the updates see the replay one transition earlier, so training differs
+    assert rows["w0"][-1]["train/critic_loss_mean"] != rows["serial"][-1]["train/critic_loss_mean"]
 
 
 def test_metrics_after_the_checkpoint_are_dropped_on_resume(tmp_path):
@@ -190,6 +209,8 @@ def test_an_env_returning_nan_is_named_not_called_a_divergence(tmp_path, capsys,
 def test_a_divergence_claims_only_a_checkpoint_that_exists(tmp_path, capsys, every):
     # a finite but huge reward overflows the critic's loss: training diverges, the env is fine
     argv = odd_suite("BadValueEnv", 0, "from_step: 15", "value: 1.0e38")
+    # without overlap the update of step 15 already samples step 15's transition
+    argv.append("overlap=false")
     assert main(["train", *argv, f"checkpoint.every={every}", f"out={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("mtrl: error: training diverged at step 15: ")

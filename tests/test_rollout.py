@@ -421,6 +421,14 @@ def test_bad_calls_are_clear_errors(cheap: TaskSuite) -> None:
         rollout.reset()
         with pytest.raises(ValueError, match="shape"):
             rollout.step(np.zeros((cheap.num_tasks + 1, cheap.act_dim)))
+        with pytest.raises(RolloutError, match="without step_async"):
+            rollout.step_wait()
+        rollout.step_async(np.zeros((cheap.num_tasks, cheap.act_dim)))
+        with pytest.raises(RolloutError, match="twice"):
+            rollout.step_async(np.zeros((cheap.num_tasks, cheap.act_dim)))
+        with pytest.raises(RolloutError, match="step is in progress"):
+            rollout.reset()
+        assert rollout.step_wait().obs.shape == (cheap.num_tasks, cheap.obs_dim)
     with pytest.raises(MtrlError):
         Rollout(cheap, num_workers=-1)
 

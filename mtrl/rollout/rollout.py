@@ -203,6 +203,7 @@ class Rollout:
         self._shards: list[Shard] = []
         self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._shards)
         self._was_reset = False
+        self._stepping = False
         seeds = [task_seed(seed, i) for i in range(self.num_tasks)]
         factories = [suite.env_factory(i) for i in range(self.num_tasks)]
         if self.num_workers == 0:
@@ -298,15 +299,41 @@ class Rollout:
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Step every env with its row of ``actions`` ``[T, act_dim]``; autoreset in place."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step: the workers step their envs while the caller does other work (such as a
+        gradient update); ``step_wait`` finishes it. Envs in the training process (no workers)
+        step in ``step_wait``."""
         if not self._was_reset and not self.closed:
             raise RolloutError("call reset() before step()")
+        if self._stepping:
+            raise RolloutError("step_async() called twice without step_wait()")
         actions = np.asarray(actions, dtype=np.float32)
         if actions.shape != (self.num_tasks, self.act_dim):
             raise ValueError(
                 f"actions must have shape {(self.num_tasks, self.act_dim)}, got {actions.shape}"
             )
+        if self.closed:
+            raise RolloutError("the rollout is closed")
         self._arrays.actions[...] = actions
-        self._command(protocol.STEP, "step")
+        with self._guard():
+            self._send(protocol.STEP)
+        self._stepping = True
+
+    def step_wait(self) -> StepResult:
+        """Finish the step started by ``step_async`` and return its result."""
+        if not self._stepping:
+            raise RolloutError("step_wait() without step_async()")
+        self._stepping = False
+        if self.closed:
+            raise RolloutError("the rollout is closed")
+        with self._guard():
+            for shard in self._shards:
+                self._in_process(shard, protocol.STEP)
+            if self._workers:
+                self._gather("step", self.timeout)
         self.steps += 1
         self._check_finite(self.steps)
         a = self._arrays
@@ -408,17 +435,22 @@ class Rollout:
         """Run ``command`` on the in-process shard and every worker; returns worker replies."""
         if self.closed:
             raise RolloutError("the rollout is closed")
+        if self._stepping:
+            raise RolloutError("a step is in progress: call step_wait() first")
         with self._guard():
             for shard in self._shards:
                 if command in (protocol.STEP, protocol.RESET):
                     self._in_process(shard, command)
-            for w in self._workers:
-                # A dead worker's pipe is broken: _gather reports it with its exit status.
-                with contextlib.suppress(OSError):
-                    w.conn.send_bytes(payloads[w.index] if payloads else command)
+            self._send(command, payloads)
             if self._workers:
                 return self._gather(what, self.timeout)
         return {}
+
+    def _send(self, command: bytes, payloads: dict[int, bytes] | None = None) -> None:
+        for w in self._workers:
+            # A dead worker's pipe is broken: _gather reports it with its exit status.
+            with contextlib.suppress(OSError):
+                w.conn.send_bytes(payloads[w.index] if payloads else command)
 
     def _in_process(self, shard: Shard, command: bytes) -> None:
         """Step or reset the in-process shard within ``timeout``."""
