@@ -151,7 +151,9 @@ def bench(tasks: int, device: torch.device, rounds: int, methods: list[str]) -> 
     """Median seconds per update of every method (``NAME`` on the fast path, ``NAME/eager`` on
     the eager one for methods with per-task gradients), on one batch of the mt{tasks} shape."""
     agents = {m: make_agent(m, tasks, device) for m in methods}
-    agents |= {f"{m}/eager": make_agent(m, tasks, device, "eager") for m in methods if _has_paths(m)}
+    agents |= {
+        f"{m}/eager": make_agent(m, tasks, device, "eager") for m in methods if _has_paths(m)
+    }
     batch = random_batch(tasks, agents["mean"][1], device)
     diff = check_plain_equals_mean(agents["mean"][0], batch)
     tol = 1e-4 if device.type == "cpu" else 1e-3

@@ -147,7 +147,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     policy, step = load_target(spec.policy)(path, cfg, device)
     suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
-    result = evaluate(policy, suite, episodes, args.seed, args.num_workers, cfg.step_timeout)
+    envs = args.envs_per_task or cfg.eval.envs_per_task
+    result = evaluate(policy, suite, episodes, args.seed, args.num_workers, cfg.step_timeout, envs)
     summary = {
         "success": dict(zip(result.task_names, result.success.tolist(), strict=True)),
         "return": dict(zip(result.task_names, result.returns.tolist(), strict=True)),
@@ -263,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="env seed of the evaluation")
     ev.add_argument("--device", default="", help="cpu or cuda (default: the run's)")
     ev.add_argument("--num-workers", type=_at_least(0), default=0, help="rollout worker processes")
+    ev.add_argument(
+        "--envs-per-task",
+        type=_at_least(1),
+        default=None,
+        help="envs per task stepped together, sharing its episodes (default: the run's)",
+    )
     ev.set_defaults(fn=cmd_eval)
     cmp = sub.add_parser(
         "compare",

@@ -63,6 +63,10 @@ class EvalConfig:
     """Episodes per task (50 in the full MT presets)."""
     num_workers: Annotated[Int, Ge(0)] = 0
     """Worker processes stepping the evaluation envs (0: in-process)."""
+    envs_per_task: Count = 1
+    """Envs per task stepped together, each running its share of the episodes (one policy call
+    per step for all of them, spread over the workers); 1 runs a task's episodes one after
+    another on one env. More envs use more memory and, with workers, more cores."""
 
 
 @config_class

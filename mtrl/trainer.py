@@ -252,6 +252,7 @@ class Trainer:
             eval_seed(self.cfg.seed, self.eval_count),
             self.cfg.eval.num_workers,
             self.cfg.step_timeout,
+            self.cfg.eval.envs_per_task,
         )
         self.eval_count += 1
         self.timers["eval"] += time.perf_counter() - start

@@ -193,11 +193,13 @@ def model_file(task: int, name: str) -> str:
 
 
 def dispatch_policy(models: Sequence[SAC]) -> Policy:
-    """Observations [T, obs] -> actions [T, act]: row i by model i, deterministically."""
+    """Observations [T * k, obs] (k envs per task, task-major) -> actions [T * k, act]: task i's
+    rows by model i, deterministically."""
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        actions = [m.predict(o, deterministic=True)[0] for m, o in zip(models, obs, strict=True)]
-        return np.stack(actions).astype(np.float32)
+        rows = np.split(obs, len(models))
+        actions = [m.predict(o, deterministic=True)[0] for m, o in zip(models, rows, strict=True)]
+        return np.concatenate(actions).astype(np.float32)
 
     return policy
 
@@ -386,6 +388,7 @@ class SB3PerTaskRunner:
             eval_seed(self.cfg.seed, self.eval_count),
             self.cfg.eval.num_workers,
             self.cfg.step_timeout,
+            self.cfg.eval.envs_per_task,
         )
         self.eval_count += 1
         self.timers["eval"] += time.perf_counter() - start

@@ -103,16 +103,14 @@ def layer_task_grads(
     grads: dict[str, Tensor] = {}
     for name, recs in records.items():
         layer = layers[name]
-        for inputs, output in recs:
+        for inputs, _output in recs:
             d = next(output_grads)
             if d is None:
                 continue
             for local, g in _RULES[type(layer)](layer, inputs, d.detach(), tasks).items():
                 key = f"{name}.{local}" if name else local
                 grads[key] = grads[key] + g if key in grads else g
-    blocks = [
-        grads[n] if n in grads else p.new_zeros((tasks, *p.shape)) for n, p in params.items()
-    ]
+    blocks = [grads[n] if n in grads else p.new_zeros((tasks, *p.shape)) for n, p in params.items()]
     return TaskGradients(blocks), losses.detach(), (aux.detach() if aux is not None else None)
 
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from batches import replay_batch
 from torch import nn
 from torch.func import functional_call
 
-from batches import replay_batch
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
 from mtrl.surgery import aggregator_class, list_aggregators
 from mtrl.surgery.layergrads import covers, layer_task_grads
