@@ -1,10 +1,12 @@
 """Training throughput: env steps/s of a full MT10 training loop per aggregator, with breakdown.
 
 Trains ``experiments/mt10-<method>.yaml`` (MT-SAC 3 x 400, batch 128 per task, 2 rollout
-workers) for a short budget per aggregator, methods interleaved, and reads the run's own
-cumulative timers (``perf/time_*_s`` in metrics.jsonl): env stepping, updates, and the part of
-the updates spent in the aggregator. Throughput counts env steps of all tasks per second of
-env + update time (the final evaluation is left out).
+workers) for a short budget per aggregator and path, runs interleaved, and reads the run's own
+cumulative timers (``perf/time_*_s`` in metrics.jsonl): waiting for the envs, updates, the part
+of the updates spent in the aggregator, and the rest (acting, replay, logging). Throughput
+counts env steps of all tasks per second of training wall time (the final evaluation is left
+out). Paths: ``eager`` (per-task gradients by vmap, step the envs then update) and ``fast``
+(per-task gradients of linear layers from one backward, updates overlapping the env step).
 
     python benchmarks/throughput.py                      # CPU, 250 steps per task after warm-up
     python benchmarks/throughput.py --device cuda --full
@@ -23,9 +25,13 @@ from common import machine_line
 
 METHODS = ("mean", "pcgrad", "cagrad")
 EXPERIMENT = {"mean": "mt10-mtsac", "pcgrad": "mt10-pcgrad", "cagrad": "mt10-cagrad"}
+PATHS = {
+    "eager": ["agent.task_grads=vmap", "overlap=false"],
+    "fast": ["agent.task_grads=auto", "overlap=true"],
+}
 
 
-def run_once(method: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     """One short training run; its final cumulative timers and throughput."""
     from mtrl.config import resolve_config
     from mtrl.logging import read_metrics
@@ -44,17 +50,21 @@ def run_once(method: str, args: argparse.Namespace, out: Path) -> dict[str, floa
         "logger.progress=false",
         f"logger.every={args.steps}",
         f"out={out}",
+        *PATHS[path],
     ]
     trainer = Trainer(resolve_config(EXPERIMENT[method], overrides))
     trainer.run()
     row = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if "perf/time_env_s" in r][-1]
+    wall = row["perf/time_wall_s"] - row["perf/time_eval_s"]
     env, update = row["perf/time_env_s"], row["perf/time_update_s"]
     steps = (args.warmup + args.steps) * trainer.suite.num_tasks
     return {
+        "wall_s": wall,
         "env_s": env,
         "update_s": update,
         "surgery_s": row["perf/time_surgery_s"],
-        "sps": steps / (env + update),
+        "other_s": max(wall - env - update, 0.0),
+        "sps": steps / wall,
         "ms_per_update": 1000 * update / args.steps,
     }
 
@@ -70,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="rollout worker processes")
     parser.add_argument("--suite", default="mt10")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     parser.add_argument("--full", action="store_true", help="1,000 steps, 3 repeats")
     args = parser.parse_args(argv)
     args.steps = args.steps or (1000 if args.full else 150)
@@ -79,28 +90,36 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         print(f"GPU: {torch.cuda.get_device_name()}")
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    runs = [(m, p) for m in args.methods for p in args.paths]
+    results: dict[tuple[str, str], list[dict[str, float]]] = {r: [] for r in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
-            for method in args.methods:  # interleaved, so load drifts hit every method alike
-                results[method].append(run_once(method, args, Path(tmp)))
-    base = statistics.median(r["sps"] for r in results[args.methods[0]])
+            for method, path in runs:  # interleaved, so load drifts hit every run alike
+                results[method, path].append(run_once(method, path, args, Path(tmp)))
     print(
         f"\n{args.suite}: {args.warmup} warm-up + {args.steps} update steps per task, "
-        f"median of {args.repeats} run(s) per method"
+        f"median of {args.repeats} run(s) each"
     )
+    for path in args.paths:
+        print(f"{path}: {' '.join(PATHS[path])}")
     print(
-        f"{'method':8s} {'env steps/s':>11s} {'x mean':>7s} {'ms/update':>10s} "
-        f"{'env':>6s} {'update':>7s} {'surgery':>8s}   (share of env + update time)"
+        f"{'method':8s} {'path':6s} {'env steps/s':>11s} {'x mean':>7s} {'x eager':>8s} "
+        f"{'ms/update':>10s} {'env wait':>9s} {'update':>7s} {'surgery':>8s} {'other':>6s}"
+        "   (share of training wall time)"
     )
-    for method in args.methods:
-        rs = results[method]
-        med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        total = med["env_s"] + med["update_s"]
+    medians = {
+        r: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for r, rs in results.items()
+    }
+    for method, path in runs:
+        med = medians[method, path]
+        base = medians[args.methods[0], path]["sps"]
+        eager = medians.get((method, "eager"), med)["sps"]
+        wall = med["wall_s"]
         print(
-            f"{method:8s} {med['sps']:11.1f} {med['sps'] / base:7.2f} {med['ms_per_update']:10.1f} "
-            f"{med['env_s'] / total:6.0%} {med['update_s'] / total:7.0%} "
-            f"{med['surgery_s'] / total:8.1%}"
+            f"{method:8s} {path:6s} {med['sps']:11.1f} {med['sps'] / base:7.2f} "
+            f"{med['sps'] / eager:8.2f} {med['ms_per_update']:10.1f} {med['env_s'] / wall:9.0%} "
+            f"{med['update_s'] / wall:7.0%} {med['surgery_s'] / wall:8.1%} "
+            f"{med['other_s'] / wall:6.0%}"
         )
 
 

@@ -38,14 +38,30 @@ class EnsembleLinear(nn.Module):
         return torch.matmul(x, self.weight) + self.bias
 
 
+def _per_task_products(x: Tensor, d: Tensor, tasks: int) -> Tensor:
+    """Σ_b x_b ⊗ d_b per task and member: [T, E, in, out] from inputs [N, in] or [E, N, in] and
+    output gradients [E, N, out]. The small operands are laid out task-first so the big result
+    comes out of one batched product without a transposing copy."""
+    members = d.shape[0]
+    dt = task_rows(d, tasks).transpose(0, 1)  # [T, E, B, out]
+    if x.dim() == 2:
+        xt = task_rows(x, tasks)[:, None].expand(-1, members, -1, -1)  # [T, E, B, in]
+    else:
+        xt = task_rows(x, tasks).transpose(0, 1)
+    rows = dt.shape[2]
+    xt = xt.reshape(tasks * members, rows, -1)
+    return torch.bmm(xt.transpose(1, 2), dt.reshape(tasks * members, rows, -1)).view(
+        tasks, members, xt.shape[-1], dt.shape[-1]
+    )
+
+
 @register_layer_rule(EnsembleLinear)
 def _ensemble_linear_rule(
     layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int
 ) -> dict[str, Tensor]:
     """Per-task gradients [T, E, in, out] and [T, E, 1, out] (inputs [N, in] or [E, N, in])."""
-    x, dt = task_rows(inputs[0].detach(), tasks), task_rows(d, tasks)
-    spec = "tbi,etbo->teio" if x.dim() == 3 else "etbi,etbo->teio"
-    return {"weight": torch.einsum(spec, x, dt), "bias": dt.sum(dim=2).transpose(0, 1)[:, :, None]}
+    weight = _per_task_products(inputs[0].detach(), d, tasks)
+    return {"weight": weight, "bias": task_rows(d, tasks).sum(dim=2).transpose(0, 1)[:, :, None]}
 
 
 class TaskHeads(nn.Module):
@@ -74,15 +90,12 @@ def _task_heads_rule(
 ) -> dict[str, Tensor]:
     """Task t's rows only reach their own head: its gradient fills head k_t of block t, where
     k_t is the one-hot id of the task's rows (every row of a task shares it)."""
-    x, one_hot = task_rows(inputs[0].detach(), tasks), task_rows(inputs[1].detach(), tasks)
-    dt = task_rows(d, tasks)
-    spec = "tbi,etbo->teio" if x.dim() == 3 else "etbi,etbo->teio"
-    head = one_hot[:, 0].argmax(dim=-1)  # [T]
+    head = task_rows(inputs[1].detach(), tasks)[:, 0].argmax(dim=-1)  # [T]
     rows = torch.arange(tasks, device=d.device)
     weight = layer.weight.new_zeros((tasks, *layer.weight.shape))
-    weight[rows, :, head] = torch.einsum(spec, x, dt)
+    weight[rows, :, head] = _per_task_products(inputs[0].detach(), d, tasks)
     bias = layer.bias.new_zeros((tasks, *layer.bias.shape))
-    bias[rows, :, 0, head] = dt.sum(dim=2).transpose(0, 1)
+    bias[rows, :, 0, head] = task_rows(d, tasks).sum(dim=2).transpose(0, 1)
     return {"weight": weight, "bias": bias}
 
 
