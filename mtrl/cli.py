@@ -83,6 +83,24 @@ def _print_table(summary: dict[str, Any]) -> None:
     print(f"({summary['eval_episodes']} deterministic episodes per task, {summary['steps']} steps)")
 
 
+SWEEP_HELP = """\
+Run every combination of the --grid values and the --seeds as one trial each: an ordinary run
+directory under OUT/NAME/ (what mtrl train writes), scheduled by Ray Tune on this machine or on
+a Ray cluster (--address). Each trial asks for 1 + num_workers CPUs (and --gpus-per-trial). A
+trial whose process dies is retried up to --max-failures times and resumes from its own last
+checkpoint; a config or training error fails it once. Every trial's config is checked before
+anything starts. At the end the sweep compares the finished trials (comparison.md and figures
+in OUT/NAME/), grouped by the grid keys; the W&B group is the sweep's name. Needs Ray:
+pip install 'mtrl-bench[sweep]'.
+
+examples:
+  mtrl sweep cheap16-mtsac --grid surgery=mean,pcgrad,cagrad --seeds 0-4
+  mtrl sweep mt10-cagrad --grid surgery.c=0.2,0.5,0.9 --seeds 0-9 --gpus-per-trial 0.25
+  mtrl sweep mt10-mtsac --grid surgery=mean,pcgrad --seeds 0-9 --address auto --out /shared/sweeps
+  mtrl sweep cheap16-mtsac --grid surgery=mean,pcgrad,cagrad --seeds 0-4 --resume
+"""
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mtrl.config import resolve_config
     from mtrl.configtools import parse_override
@@ -190,6 +208,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mtrl.config import experiment_path
+    from mtrl.sweep import SweepSpec, parse_grid, parse_seeds, run_sweep
+
+    name = args.name or Path(experiment_path(args.experiment)).stem
+    spec = SweepSpec(
+        experiment=args.experiment,
+        overrides=list(args.overrides),
+        grid=[parse_grid(g) for g in args.grid],
+        seeds=parse_seeds(args.seeds),
+        out=Path(args.out),
+        name=name,
+        address=args.address,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        resume=args.resume,
+        num_cpus=args.num_cpus,
+        refresh_s=args.refresh,
+        compare=not args.no_compare,
+    )
+    return run_sweep(spec)
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     from mtrl.envs import list_suites, load_suite
 
@@ -287,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--by",
         default="aggregator",
         help="group runs by: aggregator (default), experiment, or any dotted config key "
-        "(e.g. surgery.c, agent.hidden, seed)",
+        "(e.g. surgery.c, agent.hidden, seed), or several joined by commas (aggregator,surgery.c)",
     )
     cmp.add_argument("--out", default="", help="output folder (default: comparisons/<time>)")
     cmp.add_argument(
@@ -314,6 +356,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --wandb: online (default; offline without a login) or offline",
     )
     cmp.set_defaults(fn=cmd_compare)
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid of methods x seeds x hyperparameters on Ray, then compare",
+        description=SWEEP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sweep.add_argument("experiment", help="experiment name or YAML path")
+    sweep.add_argument("overrides", nargs="*", help="key=value overrides shared by every trial")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values (repeat for more keys; every combination is a trial)",
+    )
+    sweep.add_argument("--seeds", default="0", help="seeds, e.g. 0-9 or 0,3,7 (default: 0)")
+    sweep.add_argument("--out", default="sweeps", help="root folder of sweeps (default: sweeps)")
+    sweep.add_argument("--name", help="sweep name: its folder and W&B group (default: experiment)")
+    sweep.add_argument(
+        "--address", help="Ray cluster to run on: auto or ray://HOST:PORT (default: this machine)"
+    )
+    sweep.add_argument(
+        "--num-cpus", type=_at_least(1), help="CPUs of the local Ray (default: all of them)"
+    )
+    sweep.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs per trial (default: 1 + the run's num_workers)"
+    )
+    sweep.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPUs per trial; a fraction lets runs share a GPU (default: 0)",
+    )
+    sweep.add_argument(
+        "--max-failures",
+        type=_at_least(0),
+        default=2,
+        help="retries of a trial whose process died; it resumes from its checkpoint (default: 2)",
+    )
+    sweep.add_argument(
+        "--resume", action="store_true", help="continue this sweep: skip the finished trials"
+    )
+    sweep.add_argument(
+        "--refresh", type=float, default=10.0, help="seconds between progress tables (default: 10)"
+    )
+    sweep.add_argument(
+        "--no-compare", action="store_true", help="do not write the comparison at the end"
+    )
+    sweep.set_defaults(fn=cmd_sweep)
     envs = sub.add_parser(
         "envs",
         help="list task suites, or the tasks of one",

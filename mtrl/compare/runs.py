@@ -154,14 +154,20 @@ def expand_paths(patterns: list[str]) -> list[Path]:
     path, a run reached twice counted once.
 
     A pattern that matches nothing, a file that is not a run directory or a folder holding no
-    runs is a one-line error.
+    runs is a one-line error. Files a glob pattern matches are skipped (``sweep/*`` also
+    matches a sweep's comparison.md).
     """
     paths: list[Path] = []
     seen: set[Path] = set()
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        magic = glob.has_magic(pattern)
+        matches = sorted(glob.glob(pattern)) if magic else [pattern]
         if not matches or not Path(matches[0]).exists():
             raise MtrlError(f"{pattern!r} matches no file or directory")
+        if magic:
+            matches = [m for m in matches if Path(m).is_dir()]
+            if not matches:
+                raise MtrlError(f"{pattern!r} matches no run directory")
         for match in matches:
             for path in _runs_of(Path(match)):
                 if path.resolve() not in seen:
@@ -234,19 +240,31 @@ def _dotted_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
 
 def group_runs(runs: list[Run], by: str) -> dict[str, list[Run]]:
     """Runs grouped by a config key: ``aggregator`` (the method, ``run_method``), ``experiment``
-    (the experiment name) or any dotted key; groups in first-seen order."""
+    (the experiment name) or any dotted key, or by several joined with commas (``surgery.c,seed``
+    gives one group per combination); groups in first-seen order."""
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    if not keys:
+        raise MtrlError(f"--by {by!r} names no config key")
+    labels = [_labels(runs, key) for key in keys]
+    groups: dict[str, list[Run]] = {}
+    for i, run in enumerate(runs):
+        groups.setdefault(", ".join(parts[i] for parts in labels), []).append(run)
+    return groups
+
+
+def _labels(runs: list[Run], by: str) -> list[str]:
+    """Each run's group label for one key."""
     found = [config_value(r.config, by) for r in runs]
     if not any(ok for ok, _ in found):
         keys = [*BY_ALIASES, *_dotted_keys(runs[0].config)]
         raise MtrlError(f"no run has the config key {by!r}{close_matches(by, keys)}")
-    groups: dict[str, list[Run]] = {}
-    for run, (ok, value) in zip(runs, found, strict=True):
+    labels = []
+    for ok, value in found:
         text = _label(value) if ok else UNSET
         if by == "experiment" and not text:
             text = "(unnamed)"
-        label = text if by in BY_ALIASES else f"{by}={text}"
-        groups.setdefault(label, []).append(run)
-    return groups
+        labels.append(text if by in BY_ALIASES else f"{by}={text}")
+    return labels
 
 
 def check_same_suite(runs: list[Run]) -> None:
