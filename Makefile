@@ -50,6 +50,8 @@ bench: setup $(PEERS)
 	$(PY) benchmarks/peers.py --quick
 	$(PY) benchmarks/rollout.py
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/evaluation.py --episodes 4 --envs-per-task 4
+	$(PY) benchmarks/sweep.py --seeds 0-1 --steps 500
 	$(PY) benchmarks/parity_sb3.py --quick
 	$(PY) benchmarks/learning_cheap.py --seeds 0 1
 	$(PY) benchmarks/learning_mt10.py

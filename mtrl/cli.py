@@ -94,10 +94,10 @@ in OUT/NAME/), grouped by the grid keys; the W&B group is the sweep's name. Need
 pip install 'mtrl-bench[sweep]'.
 
 examples:
-  mtrl sweep cheap16-mtsac --grid surgery=mean,pcgrad,cagrad --seeds 0-4
+  mtrl sweep cheap16-mean --grid surgery=mean,pcgrad,cagrad --seeds 0-4
   mtrl sweep mt10-cagrad --grid surgery.c=0.2,0.5,0.9 --seeds 0-9 --gpus-per-trial 0.25
   mtrl sweep mt10-mtsac --grid surgery=mean,pcgrad --seeds 0-9 --address auto --out /shared/sweeps
-  mtrl sweep cheap16-mtsac --grid surgery=mean,pcgrad,cagrad --seeds 0-4 --resume
+  mtrl sweep cheap16-mean --grid surgery=mean,pcgrad,cagrad --seeds 0-4 --resume
 """
 
 
@@ -375,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="sweeps", help="root folder of sweeps (default: sweeps)")
     sweep.add_argument("--name", help="sweep name: its folder and W&B group (default: experiment)")
     sweep.add_argument(
-        "--address", help="Ray cluster to run on: auto or ray://HOST:PORT (default: this machine)"
+        "--address",
+        help="Ray cluster to run on: auto (the cluster this node is in) or HEAD:6379 "
+        "(default: a Ray started on this machine for the sweep)",
     )
     sweep.add_argument(
         "--num-cpus", type=_at_least(1), help="CPUs of the local Ray (default: all of them)"

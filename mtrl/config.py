@@ -134,6 +134,11 @@ class TrainConfig:
     """Run each vector step's gradient updates while the worker processes step the envs: the
     updates at step t sample the replay before transition t is added. False: step, add, then
     update (the textbook order). Either way a run does not depend on ``num_workers``."""
+    finite_checks: Literal["auto", "every_update", "deferred"] = "auto"
+    """When NaN/inf losses and gradients stop training: ``every_update`` (at once, one host
+    sync per update), ``deferred`` (flags kept on the device, checked at every log point and
+    before every checkpoint, so no checkpoint follows a non-finite update), ``auto`` (deferred
+    on a GPU, every update on the CPU)."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0

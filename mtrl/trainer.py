@@ -116,7 +116,12 @@ class Trainer:
             self.device,
             s.task_names,
             seed=cfg.seed,
+            defer_checks=None if cfg.finite_checks == "auto" else cfg.finite_checks == "deferred",
         )
+        self.checked_step = 0
+        """The last step at which the updates were known to be finite (deferred checks)."""
+        self._in_update = False
+        """True while this step's updates run (a divergence raised there is at step + 1)."""
         self.replay = MultiTaskReplay(
             s.num_tasks, cfg.buffer_size, s.obs_dim, s.act_dim, self.device, seed=cfg.seed
         )
@@ -161,8 +166,19 @@ class Trainer:
             "logger": self.logger.state_dict() if self.logger is not None else None,
         }
 
+    def check_finite(self) -> None:
+        """Raise for a non-finite update since the last check (deferred checks; else a no-op)."""
+        try:
+            self.agent.raise_if_non_finite()
+        except NonFiniteGradientError as exc:
+            exc.deferred = True  # found now, happened since the last check
+            raise
+        self.checked_step = self.step
+
     def save(self, obs: np.ndarray, rollout: Rollout) -> Path:
-        """Write the checkpoint atomically into the run directory."""
+        """Write the checkpoint atomically into the run directory, never after a non-finite
+        update."""
+        self.check_finite()
         self._tick()
         path = save_checkpoint(self.checkpoint_state(obs, rollout), self.run_dir / CHECKPOINT)
         self.saved_step = self.step
@@ -331,8 +347,12 @@ class Trainer:
                 )
             raise
         except NonFiniteGradientError as exc:
+            last = self.step + 1 if self._in_update else self.step  # the last update that ran
+            when = f"at step {last}"
+            if getattr(exc, "deferred", False) and self.checked_step + 1 < last:
+                when = f"between step {self.checked_step + 1} and step {last}"
             raise MtrlError(
-                f"training diverged at step {self.step + 1}: {exc}; {self._checkpoint_note()} "
+                f"training diverged {when}: {exc}; {self._checkpoint_note()} "
                 "(try a lower learning rate or agent.grad_clip)"
             ) from exc
         finally:
@@ -360,6 +380,9 @@ class Trainer:
             )
         else:
             actions = self.agent.act(obs)
+            if not np.isfinite(actions).all():  # a non-finite update, before the envs see it
+                self.check_finite()
+                raise MtrlError(f"the policy returned non-finite actions at step {self.step + 1}")
         start = time.perf_counter()
         rollout.step_async(actions)
         self.timers["env"] += time.perf_counter() - start
@@ -389,6 +412,7 @@ class Trainer:
             return
         start = time.perf_counter()
         log_now = (self.step + 1) % cfg.logger.every == 0
+        self._in_update = True
         for k in range(cfg.utd):
             batch = self.replay.sample(cfg.agent.batch_size)
             metrics = self.agent.update(batch, diagnostics=log_now and k == cfg.utd - 1)
@@ -400,12 +424,15 @@ class Trainer:
                     logger.record(f"surgery/{net}/direction_norm", d.direction_norm)
                     logger.record(f"surgery/{net}/grad_norm", d.task_norms)
                     self.last_cosine[net] = d.cosine
+        self._in_update = False
         self.timers["update"] += time.perf_counter() - start
         self._updates += cfg.utd
 
     def _periodic(self, rollout: Rollout, obs: np.ndarray, logger: Logger, bar: tqdm) -> None:
         """Evaluate, log and checkpoint when their intervals come up; the last step evaluates."""
         due = due_at(self.cfg, self.step)
+        if due.evaluate or due.log or due.checkpoint:
+            self.check_finite()
         if due.evaluate:
             self.evaluate()
         if due.log:

@@ -205,15 +205,28 @@ def test_an_env_returning_nan_is_named_not_called_a_divergence(tmp_path, capsys,
     )
 
 
+@pytest.mark.parametrize(
+    ("checks", "method", "when"),
+    [
+        ("every_update", "pcgrad", "at step 15"),
+        # the Gramian goes to the host for pcgrad's solver anyway: checked at once
+        ("deferred", "pcgrad", "at step 15"),
+        # the loss overflows but the step stays finite: found at the next log point, step 20,
+        # before the checkpoint due there is written
+        ("deferred", "mean", "between step 11 and step 20"),
+    ],
+)
 @pytest.mark.parametrize("every", [0, 10])
-def test_a_divergence_claims_only_a_checkpoint_that_exists(tmp_path, capsys, every):
+def test_a_divergence_claims_only_a_checkpoint_that_exists(
+    tmp_path, capsys, every, checks, method, when
+):
     # a finite but huge reward overflows the critic's loss: training diverges, the env is fine
     argv = odd_suite("BadValueEnv", 0, "from_step: 15", "value: 1.0e38")
     # without overlap the update of step 15 already samples step 15's transition
-    argv.append("overlap=false")
+    argv += ["overlap=false", f"finite_checks={checks}", f"surgery={method}"]
     assert main(["train", *argv, f"checkpoint.every={every}", f"out={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("mtrl: error: training diverged at step 15: ")
+    assert err.startswith(f"mtrl: error: training diverged {when}: ")
     (run,) = tmp_path.iterdir()
     if every:
         assert f"the last checkpoint in {run} (step 10) is intact" in err

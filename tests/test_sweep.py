@@ -50,8 +50,8 @@ def finished(folder: Path) -> list[Path]:
 
 def test_a_grid_runs_every_trial_and_compares_them(tmp_path, capsys):
     args = sweep_args(tmp_path, 40, "--grid", "surgery=mean,pcgrad", "--seeds", "0-1")
-    assert main(args) == 0
-    folder = tmp_path / "quickstart"
+    assert main([*args, "--name", "grid"]) == 0
+    folder = tmp_path / "grid"
     runs = finished(folder)
     assert [r.name for r in runs] == [
         "surgery=mean__seed0",
@@ -59,9 +59,9 @@ def test_a_grid_runs_every_trial_and_compares_them(tmp_path, capsys):
         "surgery=pcgrad__seed0",
         "surgery=pcgrad__seed1",
     ]
-    for run in runs:  # ordinary run directories, named and grouped by the sweep
+    for run in runs:  # ordinary run directories, named (W&B group) by the sweep
         summary = json.loads((run / "summary.json").read_text())
-        assert summary["steps"] == 40 and summary["experiment"] == "quickstart"
+        assert summary["steps"] == 40 and summary["experiment"] == "grid"
         assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
     report = (folder / "comparison.md").read_text()
     assert "pcgrad" in report and "mean" in report

@@ -80,6 +80,9 @@ class MTSAC:
     :param device: where every tensor lives.
     :param task_names: used in error messages (e.g. which task's loss became NaN).
     :param seed: seeds the aggregators' random draws.
+    :param defer_checks: record non-finite losses and gradients on the device and raise at
+        ``raise_if_non_finite`` instead of in every update (no host sync per update); None:
+        deferred on a GPU, every update on the CPU.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class MTSAC:
         device: str | torch.device = "cpu",
         task_names: list[str] | None = None,
         seed: int = 0,
+        defer_checks: bool | None = None,
     ) -> None:
         self.cfg = config or AgentConfig()
         self.surgery_cfg = surgery or SurgeryConfig()
@@ -125,6 +129,16 @@ class MTSAC:
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
         }
+        self.task_names = task_names or [str(i) for i in range(num_tasks)]
+        self.defer_checks = self.device.type == "cuda" if defer_checks is None else defer_checks
+        self._non_finite = {
+            net: torch.zeros(num_tasks + 1, dtype=torch.bool, device=self.device)
+            for net in self.aggregators
+        }
+        """Per network, since the last check: tasks whose loss was non-finite, then the gradient."""
+        if self.defer_checks:
+            for agg in self.aggregators.values():
+                agg.check_direction = False
         self.task_grad_modes = {
             net: _task_grad_mode(cfg.task_grads, module)
             for net, module in (("critic", self.critic), ("actor", self.actor))
@@ -261,6 +275,8 @@ class MTSAC:
             with self.surgery_timer.section():
                 result = aggregator.aggregate(G)
             write_grads(params, result.direction)
+            if self.defer_checks:
+                self._check_finite(network, losses, module)
             if diagnostics is not None:
                 diagnostics[network] = gradient_diagnostics(G, result)
         if self.cfg.grad_clip is not None:
@@ -310,15 +326,34 @@ class MTSAC:
         return losses.detach(), aux.detach() if aux is not None else None
 
     def _check_finite(self, network: str, losses: Tensor, module: torch.nn.Module) -> None:
-        """Raise NonFiniteGradientError naming the tasks whose loss is NaN/inf (one host sync)."""
+        """Raise NonFiniteGradientError naming the tasks whose loss is NaN/inf (one host sync);
+        with deferred checks, record them on the device for ``raise_if_non_finite``."""
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if self.defer_checks:
+            flags = torch.cat([~torch.isfinite(losses), ~torch.isfinite(norm)[None]])
+            self._non_finite[network] |= flags
+            return
         if bool(torch.isfinite(losses.sum() + norm)):
             return
-        names = self.aggregators[network].task_names or [str(i) for i in range(self.num_tasks)]
-        bad = [names[i] for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist()]
+        self._raise(network, ~torch.isfinite(losses))
+
+    def _raise(self, network: str, bad_losses: Tensor) -> None:
+        bad = [self.task_names[i] for i in torch.nonzero(bad_losses).flatten().tolist()]
         where = f"tasks {', '.join(bad)}" if bad else "the combined gradient (losses are finite)"
         raise NonFiniteGradientError(f"{network}: non-finite loss or gradient in {where}")
+
+    def raise_if_non_finite(self) -> None:
+        """With deferred checks: raise NonFiniteGradientError if any update since the last call
+        had a non-finite loss or gradient, naming the network and tasks (one host sync)."""
+        if not self.defer_checks:
+            return
+        found = [(net, flags.clone()) for net, flags in self._non_finite.items() if flags.any()]
+        for flags in self._non_finite.values():
+            flags.zero_()
+        if found:  # the critic first: a NaN critic makes every actor loss NaN next
+            network, flags = found[0]
+            self._raise(network, flags[:-1])
 
     def update(self, batch: Batch, diagnostics: bool = False) -> dict[str, Any]:
         """One gradient step on critic, actor and temperatures; polyak-update the target.

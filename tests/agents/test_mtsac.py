@@ -215,3 +215,33 @@ def test_metaworld_init_and_adam_eps():
     default = MTSAC(OBS, ACT, T, AgentConfig(hidden=[256, 256]))
     assert torch.count_nonzero(default.actor.net.trunk[0].bias) > 0
     assert default.actor_opt.param_groups[0]["eps"] == 1e-8
+
+
+def _nan_task3_batch():
+    batch = mt10_batch()
+    batch["reward"][3] = float("nan")  # task 3's targets, hence its critic loss, are NaN
+    return batch
+
+
+def test_deferred_checks_raise_at_the_check_naming_the_tasks():
+    batch = _nan_task3_batch()
+    with pytest.raises(MtrlError, match=r"^critic: non-finite loss or gradient in tasks 3$"):
+        small_agent("mean").update(batch)
+    torch.manual_seed(0)
+    cfg, surgery = AgentConfig(hidden=[64, 64]), SurgeryConfig(name="mean")
+    deferred = MTSAC(OBS, ACT, T, cfg, surgery, defer_checks=True)
+    deferred.update(batch)  # no host sync, no error yet
+    with pytest.raises(MtrlError, match=r"^critic: non-finite loss or gradient in tasks 3$"):
+        deferred.raise_if_non_finite()
+    deferred.raise_if_non_finite()  # reported once
+    assert not small_agent().defer_checks  # on the CPU checks run every update by default
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_a_host_solver_names_nan_tasks_at_once_even_with_deferred_checks(defer):
+    # the Gramian comes to the host for the solver anyway, so its check costs no extra sync
+    torch.manual_seed(0)
+    cfg, surgery = AgentConfig(hidden=[64, 64]), SurgeryConfig(name="pcgrad")
+    agent = MTSAC(OBS, ACT, T, cfg, surgery, defer_checks=defer)
+    with pytest.raises(MtrlError, match=r"^non-finite \(NaN/inf\) gradient for task 3$"):
+        agent.update(_nan_task3_batch())

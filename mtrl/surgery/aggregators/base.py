@@ -67,6 +67,9 @@ class Aggregator:
     stateful: ClassVar[bool] = False
 
     check_finite: bool = True
+    check_direction: bool = True
+    """Check the direction for NaN/inf after combining (a host sync on a GPU); a caller that
+    checks later, such as MT-SAC's deferred checks, turns it off."""
     task_names: list[str] | None = None
 
     def __call__(self, G: Tensor | TaskGradients) -> Tensor | list[Tensor]:
@@ -83,7 +86,7 @@ class Aggregator:
             result.direction = grads.combine(result.weights)
         # A NaN/inf in G reaches the direction (or the Gramian, checked by weightings before
         # solving), so one pass over [P] replaces a pass over [T, P]; the slow path names tasks.
-        if self.check_finite and not all_finite(result.direction):
+        if self.check_finite and self.check_direction and not all_finite(result.direction):
             self.raise_non_finite(grads)
         if isinstance(G, Tensor):
             result.direction = result.direction[0]
