@@ -129,7 +129,6 @@ class MTSAC:
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
         }
-        self.task_names = task_names or [str(i) for i in range(num_tasks)]
         self.defer_checks = self.device.type == "cuda" if defer_checks is None else defer_checks
         self._non_finite = {
             net: torch.zeros(num_tasks + 1, dtype=torch.bool, device=self.device)
@@ -339,7 +338,8 @@ class MTSAC:
         self._raise(network, ~torch.isfinite(losses))
 
     def _raise(self, network: str, bad_losses: Tensor) -> None:
-        bad = [self.task_names[i] for i in torch.nonzero(bad_losses).flatten().tolist()]
+        names = self.aggregators[network].task_names or [str(i) for i in range(self.num_tasks)]
+        bad = [names[i] for i in torch.nonzero(bad_losses).flatten().tolist()]
         where = f"tasks {', '.join(bad)}" if bad else "the combined gradient (losses are finite)"
         raise NonFiniteGradientError(f"{network}: non-finite loss or gradient in {where}")
 
