@@ -76,12 +76,13 @@ def _has_paths(name: str) -> bool:
 
 
 def make_agent(
-    method: str, tasks: int, device: torch.device, path: str = "fast"
+    method: str, tasks: int, device: torch.device, path: str = "fast", network: str = "mlp"
 ) -> tuple[MTSAC, int]:
-    """The agent of ``experiments/mt{tasks}-<method>.yaml`` (same seed) and its batch size."""
+    """The agent of ``experiments/mt{tasks}-<method>.yaml`` (same seed) and its batch size,
+    with architecture ``network``."""
     experiment = EXPERIMENT.get(method)
     overrides = [] if experiment or method == "plain" else [f"surgery={method}"]
-    overrides.append(f"agent.task_grads={PATHS[path]}")
+    overrides += [f"agent.task_grads={PATHS[path]}", f"agent.network={network}"]
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)
     torch.manual_seed(0)
     agent = MTSAC(OBS + tasks, ACT, tasks, cfg.agent, cfg.surgery, device=device, seed=0)
@@ -147,12 +148,16 @@ def check_plain_equals_mean(agent: MTSAC, batch: Batch) -> float:
     return max([*diffs, (ours.log_alpha - ref.log_alpha).abs().max().item()])
 
 
-def bench(tasks: int, device: torch.device, rounds: int, methods: list[str]) -> dict[str, float]:
+def bench(
+    tasks: int, device: torch.device, rounds: int, methods: list[str], network: str = "mlp"
+) -> dict[str, float]:
     """Median seconds per update of every method (``NAME`` on the fast path, ``NAME/eager`` on
     the eager one for methods with per-task gradients), on one batch of the mt{tasks} shape."""
-    agents = {m: make_agent(m, tasks, device) for m in methods}
+    agents = {m: make_agent(m, tasks, device, network=network) for m in methods}
     agents |= {
-        f"{m}/eager": make_agent(m, tasks, device, "eager") for m in methods if _has_paths(m)
+        f"{m}/eager": make_agent(m, tasks, device, "eager", network)
+        for m in methods
+        if _has_paths(m)
     }
     batch = random_batch(tasks, agents["mean"][1], device)
     diff = check_plain_equals_mean(agents["mean"][0], batch)
@@ -180,6 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<index>")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
+        "--network", default="mlp", help="actor/critic architecture (agent.network; default mlp)"
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
@@ -197,10 +205,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"GPU: {torch.cuda.get_device_name(device)}")
     print(f"device {device}, {rounds} rounds, methods take turns; median ms per MTSAC.update")
     print(f"eager: agent.task_grads={PATHS['eager']}; fast: agent.task_grads={PATHS['fast']}")
+    print(f"network: agent.network={args.network}")
     targets = TARGETS["cuda" if device.type == "cuda" else "cpu"]
     for tasks in args.tasks:
         print(f"\nMT{tasks}-shaped batch: T = {tasks}, obs {OBS}+{tasks}, act {ACT}; {load_line()}")
-        times = bench(tasks, device, rounds, methods)
+        times = bench(tasks, device, rounds, methods, args.network)
         mean = times["mean"]
         print(
             f"{'method':12s} {'eager ms':>9s} {'fast ms':>8s} {'eager/fast':>10s} "

@@ -259,6 +259,13 @@ def cmd_aggregators(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_networks(args: argparse.Namespace) -> int:
+    from mtrl.confighelp import networks_text
+
+    print(networks_text())
+    return 0
+
+
 def _at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``, else a one-line usage error."""
 
@@ -420,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the registered aggregators with their options and defaults.",
     )
     agg.set_defaults(fn=cmd_aggregators)
+    nets = sub.add_parser(
+        "networks",
+        help="list the actor/critic architectures and their options",
+        description="List the registered architectures (agent.network) with their options.",
+    )
+    nets.set_defaults(fn=cmd_networks)
     return parser
 
 

@@ -113,3 +113,22 @@ def aggregators_text() -> str:
     )
     lines.append("use: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
     return "\n".join(lines)
+
+
+def networks_text() -> str:
+    """Each registered architecture: what it is and its options."""
+    from mtrl.agents.registry import list_networks, network_options
+
+    lines = []
+    for name, description in list_networks().items():
+        lines.append(f"{name}: {description}")
+        specs = network_options(name).values()
+        if not specs:
+            lines.append("      no options")
+        for spec in specs:
+            key = f"  agent.network_options.{spec.name}"
+            lines.append(_entry(key, spec.accepts, _show(spec.default), spec.doc))
+        lines.append("")
+    lines.append("every architecture combines with every aggregator (surgery=NAME)")
+    lines.append("use: mtrl train EXPERIMENT agent.network=NAME agent.network_options.OPTION=VALUE")
+    return "\n".join(lines)

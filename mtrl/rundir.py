@@ -58,10 +58,22 @@ def config_hash(cfg: TrainConfig) -> str:
 
 def run_name(cfg: TrainConfig, now: datetime | None = None) -> str:
     """``<suite>__<method>__seed<k>__<time>__<hash>``: seeds of one method sort together; the
-    hash of the resolved config tells apart runs that differ only in options (``surgery.c``)."""
+    hash of the resolved config tells apart runs that differ only in options (``surgery.c``).
+    An architecture other than the MLP leads the method: ``mt10__film-pcgrad__seed0__...``."""
     suite = Path(cfg.suite).stem
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return f"{suite}__{method_of(cfg)}__seed{cfg.seed}__{stamp}__{config_hash(cfg)}"
+    method = method_of(cfg)
+    network = network_of(cfg)
+    if network not in ("mlp", ""):
+        method = f"{network}-{method}"
+    return f"{suite}__{method}__seed{cfg.seed}__{stamp}__{config_hash(cfg)}"
+
+
+def network_of(cfg: TrainConfig) -> str:
+    """The MT-SAC architecture of a run (``multihead`` also for ``agent.multihead=true``)."""
+    if cfg.agent.algorithm != "mtsac":
+        return ""
+    return "multihead" if cfg.agent.multihead else cfg.agent.network
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
@@ -209,6 +221,7 @@ def run_summary(
         "experiment": cfg.name,
         "suite": suite_name,
         "aggregator": method_of(cfg),
+        "network": network_of(cfg),
         "seed": cfg.seed,
         "steps": step,
         "eval_episodes": ev.episodes,

@@ -4,3 +4,5 @@ from mtrl.agents.config import AgentConfig, SurgeryConfig
 from mtrl.agents.sac import MTSAC, polyak_update
 
 __all__ = ["MTSAC", "AgentConfig", "SurgeryConfig", "polyak_update"]
+
+from mtrl.agents import archs  # noqa: F401  (registers the architectures)

@@ -24,8 +24,15 @@ class AgentConfig:
         default_factory=lambda: [400, 400, 400]
     )
     """Hidden layer sizes of the actor and of each critic (ReLU)."""
+    network: Text = "mlp"
+    """The actor's and critics' architecture (``mtrl train --help`` lists them): ``mlp`` (MT-SAC),
+    ``multihead`` (one output layer per task), ``film``, ..."""
+    network_options: dict[str, Any] = field(default_factory=dict)
+    """The architecture's options (``agent.network_options.<name>=value``); each architecture
+    declares their types and ranges; the resolved config holds all of them."""
     multihead: Bool = False
-    """Task-specific output heads on the shared trunk, selected by the one-hot task id."""
+    """Task-specific output heads on the shared trunk: the same as ``network=multihead`` (kept
+    for older configs; only with ``network=mlp`` or ``multihead``)."""
     actor_lr: LearningRate = 3e-4
     """Adam learning rate of the actor."""
     critic_lr: LearningRate = 3e-4
@@ -64,6 +71,12 @@ class AgentConfig:
     ``layers`` where every layer has a rule, else ``vmap``."""
 
     def __post_init__(self) -> None:
+        from mtrl.agents.registry import network_class, validate_network_options
+
+        network_class(self.network)  # a one-line error for an unknown name
+        if self.multihead and self.network not in ("mlp", "multihead"):
+            raise ValueError(f"multihead=true goes with network=mlp, not {self.network!r}")
+        self.network_options = validate_network_options(self.network, self.network_options)
         if self.log_std_min >= self.log_std_max:
             raise ValueError(
                 f"log_std_min ({self.log_std_min:g}) must be below log_std_max "

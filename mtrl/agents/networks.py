@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtrl.agents.registry import build_network, register_network
 from mtrl.surgery.layergrads import register_layer_rule, task_rows
 
 InitScheme = Literal["torch", "metaworld"]
@@ -26,16 +27,26 @@ CRITIC_HEAD_BOUND = 3e-3
 class EnsembleLinear(nn.Module):
     """E independent linear layers applied at once: [N, in] or [E, N, in] -> [E, N, out]."""
 
-    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+    def __init__(self, members: int, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features)) if bias else None
         bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
         nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.matmul(x, self.weight) + self.bias
+        out = torch.matmul(x, self.weight)
+        return out if self.bias is None else out + self.bias
+
+    def init_he_uniform(self) -> None:
+        """Meta-World+'s hidden layers: He-uniform weights (fan_in = inputs), zero biases."""
+        with torch.no_grad():
+            bound = math.sqrt(6.0 / self.weight.shape[-2])
+            nn.init.uniform_(self.weight, -bound, bound)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
 
 def _per_task_products(x: Tensor, d: Tensor, tasks: int) -> Tensor:
@@ -60,8 +71,10 @@ def _ensemble_linear_rule(
     layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int
 ) -> dict[str, Tensor]:
     """Per-task gradients [T, E, in, out] and [T, E, 1, out] (inputs [N, in] or [E, N, in])."""
-    weight = _per_task_products(inputs[0].detach(), d, tasks)
-    return {"weight": weight, "bias": task_rows(d, tasks).sum(dim=2).transpose(0, 1)[:, :, None]}
+    grads = {"weight": _per_task_products(inputs[0].detach(), d, tasks)}
+    if layer.bias is not None:
+        grads["bias"] = task_rows(d, tasks).sum(dim=2).transpose(0, 1)[:, :, None]
+    return grads
 
 
 class TaskHeads(nn.Module):
@@ -136,9 +149,7 @@ class EnsembleMLP(nn.Module):
         output layer (every head) drawn from U(±head_bound)."""
         with torch.no_grad():
             for layer in self.trunk:
-                bound = math.sqrt(6.0 / layer.weight.shape[-2])  # he_uniform: fan_in = inputs
-                nn.init.uniform_(layer.weight, -bound, bound)
-                nn.init.zeros_(layer.bias)
+                layer.init_he_uniform()
             nn.init.uniform_(self.head.weight, -head_bound, head_bound)
             nn.init.uniform_(self.head.bias, -head_bound, head_bound)
 
@@ -150,9 +161,42 @@ class EnsembleMLP(nn.Module):
             return self.head(h, one_hot if one_hot is not None else x[..., -self.tasks :])
         return self.head(h)
 
+    def last_shared_layer(self) -> nn.Module:
+        """The output layer of a single-head network, the last hidden layer of a multi-head one."""
+        return self.trunk[-1] if self.multihead else self.head
+
+
+@register_network("mlp")
+class MLPNetwork(EnsembleMLP):
+    """ReLU MLP on the observation with its one-hot task id (MT-SAC; `agent.hidden` sizes)."""
+
+    heads_per_task = False
+
+    def __init__(
+        self,
+        members: int,
+        in_features: int,
+        hidden: list[int],
+        out_features: int,
+        tasks: int,
+        task_columns: tuple[int, int],
+    ) -> None:
+        super().__init__(members, in_features, hidden, out_features, tasks, self.heads_per_task)
+
+
+@register_network("multihead")
+class MultiHeadNetwork(MLPNetwork):
+    """The MLP trunk with one output layer per task, picked by the one-hot task id."""
+
+    heads_per_task = True
+
 
 class Critic(nn.Module):
-    """An ensemble of Q(s, a) networks: [N, obs] and [N, act] -> Q values [E, N]."""
+    """An ensemble of Q(s, a) networks: [N, obs] and [N, act] -> Q values [E, N].
+
+    :param network: the architecture (``agent.network``; ``multihead=True`` is the same as
+        ``network="multihead"``), with its ``network_options``.
+    """
 
     def __init__(
         self,
@@ -163,10 +207,21 @@ class Critic(nn.Module):
         members: int = 2,
         multihead: bool = False,
         init: InitScheme = "torch",
+        network: str = "mlp",
+        network_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.tasks = tasks
-        self.net = EnsembleMLP(members, obs_dim + act_dim, hidden, 1, tasks, multihead)
+        self.net = build_network(
+            "multihead" if multihead else network,
+            network_options or {},
+            members=members,
+            in_features=obs_dim + act_dim,
+            hidden=hidden,
+            out_features=1,
+            tasks=tasks,
+            task_columns=(obs_dim - tasks, obs_dim),
+        )
         if init == "metaworld":
             self.net.init_metaworld(CRITIC_HEAD_BOUND)
 
@@ -187,16 +242,28 @@ class Actor(nn.Module):
         log_std_bounds: tuple[float, float] = (-20.0, 2.0),
         multihead: bool = False,
         init: InitScheme = "torch",
+        network: str = "mlp",
+        network_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.act_dim = act_dim
+        self.tasks = tasks
         self.log_std_bounds = log_std_bounds
-        self.net = EnsembleMLP(1, obs_dim, hidden, 2 * act_dim, tasks, multihead)
+        self.net = build_network(
+            "multihead" if multihead else network,
+            network_options or {},
+            members=1,
+            in_features=obs_dim,
+            hidden=hidden,
+            out_features=2 * act_dim,
+            tasks=tasks,
+            task_columns=(obs_dim - tasks, obs_dim),
+        )
         if init == "metaworld":
             self.net.init_metaworld(ACTOR_HEAD_BOUND)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.net(obs)[0]
+        out = self.net(obs, obs[..., -self.tasks :])[0]
         mean, log_std = out.split(self.act_dim, dim=-1)
         return mean, log_std.clamp(*self.log_std_bounds)
 

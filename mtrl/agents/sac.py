@@ -47,8 +47,7 @@ def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) 
 def last_shared_layer(module: torch.nn.Module) -> torch.nn.Module:
     """The last layer whose parameters every task uses: the output layer of a single-head
     network, the last hidden layer of a multi-head one (GradNorm's "last shared layer")."""
-    net = module.net
-    return net.trunk[-1] if net.multihead else net.head
+    return module.net.last_shared_layer()
 
 
 def per_task_loss(loss_fn: Callable[..., Any], has_aux: bool) -> Callable[..., Any]:
@@ -110,9 +109,19 @@ class MTSAC:
             (cfg.log_std_min, cfg.log_std_max),
             cfg.multihead,
             cfg.init,
+            cfg.network,
+            cfg.network_options,
         ).to(self.device)
         self.critic = Critic(
-            obs_dim, act_dim, cfg.hidden, num_tasks, cfg.critics, cfg.multihead, cfg.init
+            obs_dim,
+            act_dim,
+            cfg.hidden,
+            num_tasks,
+            cfg.critics,
+            cfg.multihead,
+            cfg.init,
+            cfg.network,
+            cfg.network_options,
         ).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.full(

@@ -7,6 +7,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
+from mtrl.agents.registry import list_networks
 from mtrl.surgery import aggregator_class, list_aggregators
 from mtrl.surgery.layergrads import covers, layer_task_grads
 
@@ -14,9 +15,9 @@ T, B, ACT = 4, 8, 3
 OBS = 6 + T
 
 
-def agent(mode: str, multihead: bool = False, name: str = "mean", **options) -> MTSAC:
+def agent(mode: str, network: str = "mlp", name: str = "mean", **options) -> MTSAC:
     torch.manual_seed(0)
-    cfg = AgentConfig(hidden=[16, 16], multihead=multihead, task_grads=mode)
+    cfg = AgentConfig(hidden=[16, 16], network=network, task_grads=mode)
     return MTSAC(OBS, ACT, T, cfg, SurgeryConfig(name=name, options=options), seed=0)
 
 
@@ -33,12 +34,19 @@ def network_grads(a: MTSAC, network: str):
     return a._task_grads("actor", a.actor, a._actor_losses, tb, True)
 
 
-@pytest.mark.parametrize("multihead", [False, True], ids=["single-head", "multihead"])
+@pytest.mark.parametrize("architecture", list(list_networks()))
 @pytest.mark.parametrize("network", ["critic", "actor"])
-def test_layer_products_equal_vmap_and_loop(network, multihead):
-    results = {m: network_grads(agent(m, multihead), network) for m in ("layers", "vmap", "loop")}
+def test_layer_products_equal_vmap_and_loop(network, architecture):
+    """Every registered architecture: task-specific parameters (heads, embeddings) get
+    gradient from their own task only, on every path."""
+    modes = (
+        ("layers", "vmap", "loop")
+        if covers(agent("vmap", architecture).critic)
+        else ("vmap", "loop")
+    )
+    results = {m: network_grads(agent(m, architecture), network) for m in modes}
     ref_G, ref_losses, _ = results["loop"]
-    for mode in ("layers", "vmap"):
+    for mode in modes[:-1]:
         G, losses, _ = results[mode]
         torch.testing.assert_close(losses, ref_losses)
         for block, ref in zip(G.blocks, ref_G.blocks, strict=True):

@@ -10,37 +10,19 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel
 
-from mtrl.configtools import read_raw
-from mtrl.configtypes import error_line, type_text
 from mtrl.errors import MtrlError, close_matches
+from mtrl.options import OptionSpec, check_options, options_model, signature_options
 from mtrl.surgery.aggregators.base import Aggregator
 
 A = TypeVar("A", bound=type[Aggregator])
 _REGISTRY: dict[str, type[Aggregator]] = {}
 SEED = "seed"
 """The constructor argument through which stochastic aggregators are seeded."""
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """One option of an aggregator: its annotated type, default and description."""
-
-    name: str
-    annotation: Any
-    default: Any
-    doc: str
-
-    @property
-    def accepts(self) -> str:
-        """What values the option takes, e.g. ``number >= 0``."""
-        return type_text(self.annotation)
 
 
 def register_aggregator(name: str) -> Callable[[A], A]:
@@ -56,33 +38,10 @@ def register_aggregator(name: str) -> Callable[[A], A]:
     return add
 
 
-def _param_docs(cls: type) -> dict[str, str]:
-    """``:param name: text`` entries of a class docstring (continuation lines joined)."""
-    docs: dict[str, str] = {}
-    current = None
-    for line in inspect.getdoc(cls).splitlines() if cls.__doc__ else []:
-        match = re.match(r"\s*:param (\w+):\s*(.*)", line)
-        if match:
-            current = match.group(1)
-            docs[current] = match.group(2).strip()
-        elif current and line.strip() and not line.lstrip().startswith(":"):
-            docs[current] += " " + line.strip()
-        else:
-            current = None
-    return docs
-
-
 @functools.cache
 def option_specs(name: str) -> dict[str, OptionSpec]:
     """The options of aggregator ``name``, in signature order."""
-    cls = _lookup(name)
-    docs = _param_docs(cls)
-    params = inspect.signature(cls.__init__, eval_str=True).parameters.values()
-    return {
-        p.name: OptionSpec(p.name, p.annotation, p.default, docs.get(p.name, ""))
-        for p in params
-        if p.name not in ("self", SEED) and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
+    return signature_options(_lookup(name), exclude=(SEED,))
 
 
 def aggregator_options(name: str) -> dict[str, Any]:
@@ -92,11 +51,7 @@ def aggregator_options(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _options_model(name: str) -> type[BaseModel]:
-    fields: dict[str, Any] = {
-        key: (spec.annotation, spec.default) for key, spec in option_specs(name).items()
-    }
-    config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    return create_model(f"{name}_options", __config__=config, **fields)
+    return options_model(f"{name}_options", option_specs(name))
 
 
 def validate_options(name: str, options: Mapping[str, Any], where: str = "") -> dict[str, Any]:
@@ -105,23 +60,12 @@ def validate_options(name: str, options: Mapping[str, Any], where: str = "") -> 
     Values may be command-line text (``RawValue``); unknown options and bad values are one-line
     MtrlErrors naming the key (``<where>.<option>``, ``where`` defaulting to the name).
     """
-    specs = option_specs(name)
-    for key in options:
-        if key not in specs:
-            what = (
-                f"unknown option {where}.{key} for aggregator {name!r}"
-                if where
-                else (f"aggregator {name!r} has no option {key!r}")
-            )
-            raise MtrlError(
-                f"{what}{close_matches(key, specs)}; its options: {', '.join(specs) or 'none'}"
-            )
-    where = where or name
-    values = {key: read_raw(specs[key].annotation, value) for key, value in options.items()}
-    try:
-        return dict(_options_model(name).model_validate(values))
-    except ValidationError as exc:
-        raise MtrlError(error_line(exc, where)) from None
+    unknown = (
+        f"unknown option {where}.{{key}} for aggregator {name!r}"
+        if where
+        else f"aggregator {name!r} has no option {{key!r}}"
+    )
+    return check_options(option_specs(name), _options_model(name), options, where or name, unknown)
 
 
 def list_aggregators() -> dict[str, str]:

@@ -1,0 +1,100 @@
+"""FiLM (Perez et al. 2018, "FiLM: Visual Reasoning with a General Conditioning Layer") as a
+multi-task network, following the Meta-World+ reference (rainx0r/metaworld-algorithms@30c9991,
+``metaworld_algorithms/nn/film.py``).
+
+A learned task embedding (relu of an embedding of the task id) drives a small MLP that outputs
+one scalar scale and shift per layer of an observation encoder; the encoder's output and the
+task embedding are concatenated and fed to the MLP torso (``agent.hidden``) and its head.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from annotated_types import Ge
+from torch import Tensor, nn
+
+from mtrl.agents.networks import EnsembleLinear
+from mtrl.agents.registry import register_network
+from mtrl.configtypes import Int
+
+
+def _mlp(members: int, sizes: list[int]) -> nn.ModuleList:
+    return nn.ModuleList(EnsembleLinear(members, a, b) for a, b in itertools.pairwise(sizes))
+
+
+def _run(layers: nn.ModuleList, x: Tensor) -> Tensor:
+    """ReLU between the layers, none after the last."""
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i < len(layers) - 1:
+            x = F.relu(x)
+    return x
+
+
+@register_network("film")
+class FiLMNetwork(nn.Module):
+    """FiLM: a task embedding scales and shifts every layer of an observation encoder.
+
+    :param encoder_width: width of the observation encoder's layers and of the FiLM generator
+        (50 in the Meta-World+ reference).
+    :param encoder_depth: layers of the observation encoder, and hidden layers of the FiLM
+        generator (2).
+    :param embedding_dim: size of the task embedding and of the encoder's output (50).
+    """
+
+    def __init__(
+        self,
+        members: int,
+        in_features: int,
+        hidden: list[int],
+        out_features: int,
+        tasks: int,
+        task_columns: tuple[int, int],
+        *,
+        encoder_width: Annotated[Int, Ge(1)] = 50,
+        encoder_depth: Annotated[Int, Ge(1)] = 2,
+        embedding_dim: Annotated[Int, Ge(1)] = 50,
+    ) -> None:
+        super().__init__()
+        self.task_columns = task_columns
+        self.encoder_depth = encoder_depth
+        features = in_features - tasks  # the observation (and action) without the task id
+        self.embedding = EnsembleLinear(members, tasks, embedding_dim, bias=False)
+        self.film = _mlp(
+            members, [embedding_dim] + [encoder_width] * encoder_depth + [2 * (encoder_depth + 1)]
+        )
+        self.encoder = _mlp(members, [features] + [encoder_width] * encoder_depth + [embedding_dim])
+        self.torso = _mlp(members, [2 * embedding_dim, *hidden, out_features])
+
+    def forward(self, x: Tensor, one_hot: Tensor) -> Tensor:
+        start, stop = self.task_columns
+        obs = torch.cat([x[..., :start], x[..., stop:]], dim=-1)
+        task = F.relu(self.embedding(one_hot))  # [E, N, embedding]
+        film = _run(self.film, task).unflatten(-1, (self.encoder_depth + 1, 2))
+        h = obs
+        for i, layer in enumerate(self.encoder):
+            h = layer(h)
+            if i < self.encoder_depth:
+                h = F.relu(h)
+            h = h * film[..., i, 0:1] + film[..., i, 1:2]
+        return _run(self.torso, torch.cat([h, task], dim=-1))
+
+    def init_metaworld(self, head_bound: float) -> None:
+        """He-uniform dense layers with zero biases, the embedding N(0, 1/embedding) as flax's
+        ``nn.Embed``, and the torso's output layer U(±head_bound)."""
+        with torch.no_grad():
+            for layer in [*self.film, *self.encoder, *self.torso]:
+                layer.init_he_uniform()
+            std = 1.0 / math.sqrt(self.embedding.weight.shape[-1])
+            nn.init.normal_(self.embedding.weight, 0.0, std)
+            head = self.torso[-1]
+            nn.init.uniform_(head.weight, -head_bound, head_bound)
+            nn.init.uniform_(head.bias, -head_bound, head_bound)
+
+    def last_shared_layer(self) -> nn.Module:
+        return self.torso[-1]
