@@ -7,7 +7,7 @@ import pytest
 from mtrl.cli import main
 from mtrl.logging import read_metrics
 
-STEPS = {"mlp": 1000, "film": 1500}
+STEPS = {"mlp": 1000, "film": 1500, "moore": 1000}
 """Steps each architecture gets (FiLM first learns a task embedding: 1.00 by 1,500 steps)."""
 
 

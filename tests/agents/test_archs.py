@@ -34,6 +34,14 @@ def reference_mlp(in_features: int, out: int, heads: int = 1, width=400, depth=3
     return trunk + heads * dense(width, out)
 
 
+def reference_moore(in_features: int, out: int, experts=4, width=400, depth=3):
+    """Parameters of metaworld_algorithms/nn/moore.py (@30c9991): a bias-free Dense from the
+    task id to the expert weights, K expert MLPs (depth - 1 hidden layers and a width-sized
+    head, on the observation without the task id), one Dense head per task."""
+    expert = dense(in_features, width) + dense(width, width) * (depth - 1)
+    return dense(T, experts, bias=False) + experts * expert + T * dense(width, out)
+
+
 REFERENCE = {
     # actor: obs -> mean and log-std; critic: twice (action, obs) -> Q
     "mlp": (reference_mlp(OBS + T, 2 * ACT), 2 * reference_mlp(OBS + T + ACT, 1)),
@@ -41,9 +49,25 @@ REFERENCE = {
         reference_mlp(OBS + T, 2 * ACT, heads=T),
         2 * reference_mlp(OBS + T + ACT, 1, heads=T),
     ),
-    # FiLM drops the task id from its encoder's input
+    # FiLM and MOORE drop the task id from their encoders' input
     "film": (reference_film(OBS, 2 * ACT), 2 * reference_film(OBS + ACT, 1)),
+    "moore": (reference_moore(OBS, 2 * ACT), 2 * reference_moore(OBS + ACT, 1)),
 }
+
+
+def test_moore_orthonormalises_the_experts_per_sample():
+    from mtrl.agents.archs.moore import orthonormalise
+
+    x = torch.randn(2, 5, 4, 7, dtype=torch.float64)  # [E, N, K, D]
+    basis = orthonormalise(x)
+    eye = torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(basis @ basis.transpose(-1, -2), eye.expand(2, 5, 4, 4))
+    # the first expert keeps its direction; each basis row lies in the span of the experts so far
+    torch.testing.assert_close(
+        basis[..., 0, :], x[..., 0, :] / x[..., 0, :].norm(dim=-1)[..., None]
+    )
+    coeffs = torch.linalg.lstsq(x[..., :2, :].transpose(-1, -2), basis[..., 1, :, None]).solution
+    torch.testing.assert_close((x[..., :2, :].transpose(-1, -2) @ coeffs)[..., 0], basis[..., 1, :])
 
 
 @pytest.mark.parametrize("network", sorted(REFERENCE))

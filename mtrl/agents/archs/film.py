@@ -85,13 +85,15 @@ class FiLMNetwork(nn.Module):
         return _run(self.torso, torch.cat([h, task], dim=-1))
 
     def init_metaworld(self, head_bound: float) -> None:
-        """He-uniform dense layers with zero biases, the embedding N(0, 1/embedding) as flax's
-        ``nn.Embed``, and the torso's output layer U(±head_bound)."""
+        """He-uniform dense layers with zero biases, the embedding as flax's ``nn.Embed``
+        (variance scaling 1 / T, truncated normal), and the torso's output layer
+        U(±head_bound), which the reference's policy and Q-function pass to every network."""
         with torch.no_grad():
             for layer in [*self.film, *self.encoder, *self.torso]:
                 layer.init_he_uniform()
-            std = 1.0 / math.sqrt(self.embedding.weight.shape[-1])
-            nn.init.normal_(self.embedding.weight, 0.0, std)
+            # flax's truncated normal: the std of the untruncated draw is divided by 0.8796
+            std = math.sqrt(1.0 / self.embedding.weight.shape[-2]) / 0.87962566103423978
+            nn.init.trunc_normal_(self.embedding.weight, 0.0, std, -2 * std, 2 * std)
             head = self.torso[-1]
             nn.init.uniform_(head.weight, -head_bound, head_bound)
             nn.init.uniform_(head.bias, -head_bound, head_bound)
