@@ -49,6 +49,33 @@ class EnsembleLinear(nn.Module):
                 nn.init.zeros_(self.bias)
 
 
+def linear_stack(members: int, sizes: list[int]) -> nn.ModuleList:
+    """EnsembleLinear layers from ``sizes[0]`` through ``sizes[1:]`` (no activations)."""
+    return nn.ModuleList(EnsembleLinear(members, a, b) for a, b in itertools.pairwise(sizes))
+
+
+def run_stack(layers: nn.ModuleList, x: Tensor) -> Tensor:
+    """Apply ``layers`` with a ReLU between them and none after the last."""
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i < len(layers) - 1:
+            x = F.relu(x)
+    return x
+
+
+def drop_task_columns(x: Tensor, task_columns: tuple[int, int]) -> Tensor:
+    """``x`` without the one-hot task id at columns ``task_columns = (start, stop)``."""
+    start, stop = task_columns
+    return torch.cat([x[..., :start], x[..., stop:]], dim=-1)
+
+
+def init_uniform_(layer: nn.Module, bound: float) -> None:
+    """Weights and biases of an output layer (or every task head) from U(±bound)."""
+    with torch.no_grad():
+        nn.init.uniform_(layer.weight, -bound, bound)
+        nn.init.uniform_(layer.bias, -bound, bound)
+
+
 def _per_task_products(x: Tensor, d: Tensor, tasks: int) -> Tensor:
     """Σ_b x_b ⊗ d_b per task and member: [T, E, in, out] from inputs [N, in] or [E, N, in] and
     output gradients [E, N, out]. The small operands are laid out task-first so the big result
@@ -134,9 +161,7 @@ class EnsembleMLP(nn.Module):
     ) -> None:
         super().__init__()
         sizes = [in_features, *hidden]
-        self.trunk = nn.ModuleList(
-            EnsembleLinear(members, a, b) for a, b in itertools.pairwise(sizes)
-        )
+        self.trunk = linear_stack(members, sizes)
         self.tasks = tasks
         self.multihead = multihead
         if multihead:
@@ -147,11 +172,9 @@ class EnsembleMLP(nn.Module):
     def init_metaworld(self, head_bound: float) -> None:
         """Meta-World+'s initialisation: He-uniform hidden weights, zero hidden biases, and the
         output layer (every head) drawn from U(±head_bound)."""
-        with torch.no_grad():
-            for layer in self.trunk:
-                layer.init_he_uniform()
-            nn.init.uniform_(self.head.weight, -head_bound, head_bound)
-            nn.init.uniform_(self.head.bias, -head_bound, head_bound)
+        for layer in self.trunk:
+            layer.init_he_uniform()
+        init_uniform_(self.head, head_bound)
 
     def forward(self, x: Tensor, one_hot: Tensor | None = None) -> Tensor:
         h = x

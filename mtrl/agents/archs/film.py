@@ -9,7 +9,6 @@ task embedding are concatenated and fed to the MLP torso (``agent.hidden``) and 
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Annotated
 
@@ -18,22 +17,15 @@ import torch.nn.functional as F
 from annotated_types import Ge
 from torch import Tensor, nn
 
-from mtrl.agents.networks import EnsembleLinear
+from mtrl.agents.networks import (
+    EnsembleLinear,
+    drop_task_columns,
+    init_uniform_,
+    linear_stack,
+    run_stack,
+)
 from mtrl.agents.registry import register_network
 from mtrl.configtypes import Int
-
-
-def _mlp(members: int, sizes: list[int]) -> nn.ModuleList:
-    return nn.ModuleList(EnsembleLinear(members, a, b) for a, b in itertools.pairwise(sizes))
-
-
-def _run(layers: nn.ModuleList, x: Tensor) -> Tensor:
-    """ReLU between the layers, none after the last."""
-    for i, layer in enumerate(layers):
-        x = layer(x)
-        if i < len(layers) - 1:
-            x = F.relu(x)
-    return x
 
 
 @register_network("film")
@@ -65,38 +57,37 @@ class FiLMNetwork(nn.Module):
         self.encoder_depth = encoder_depth
         features = in_features - tasks  # the observation (and action) without the task id
         self.embedding = EnsembleLinear(members, tasks, embedding_dim, bias=False)
-        self.film = _mlp(
+        self.film = linear_stack(
             members, [embedding_dim] + [encoder_width] * encoder_depth + [2 * (encoder_depth + 1)]
         )
-        self.encoder = _mlp(members, [features] + [encoder_width] * encoder_depth + [embedding_dim])
-        self.torso = _mlp(members, [2 * embedding_dim, *hidden, out_features])
+        self.encoder = linear_stack(
+            members, [features] + [encoder_width] * encoder_depth + [embedding_dim]
+        )
+        self.torso = linear_stack(members, [2 * embedding_dim, *hidden, out_features])
 
     def forward(self, x: Tensor, one_hot: Tensor) -> Tensor:
-        start, stop = self.task_columns
-        obs = torch.cat([x[..., :start], x[..., stop:]], dim=-1)
+        obs = drop_task_columns(x, self.task_columns)
         task = F.relu(self.embedding(one_hot))  # [E, N, embedding]
-        film = _run(self.film, task).unflatten(-1, (self.encoder_depth + 1, 2))
+        film = run_stack(self.film, task).unflatten(-1, (self.encoder_depth + 1, 2))
         h = obs
         for i, layer in enumerate(self.encoder):
             h = layer(h)
             if i < self.encoder_depth:
                 h = F.relu(h)
             h = h * film[..., i, 0:1] + film[..., i, 1:2]
-        return _run(self.torso, torch.cat([h, task], dim=-1))
+        return run_stack(self.torso, torch.cat([h, task], dim=-1))
 
     def init_metaworld(self, head_bound: float) -> None:
         """He-uniform dense layers with zero biases, the embedding as flax's ``nn.Embed``
         (variance scaling 1 / T, truncated normal), and the torso's output layer
         U(±head_bound), which the reference's policy and Q-function pass to every network."""
+        for layer in [*self.film, *self.encoder, *self.torso]:
+            layer.init_he_uniform()
+        # flax's truncated normal: the std of the untruncated draw is divided by 0.8796
+        std = math.sqrt(1.0 / self.embedding.weight.shape[-2]) / 0.87962566103423978
         with torch.no_grad():
-            for layer in [*self.film, *self.encoder, *self.torso]:
-                layer.init_he_uniform()
-            # flax's truncated normal: the std of the untruncated draw is divided by 0.8796
-            std = math.sqrt(1.0 / self.embedding.weight.shape[-2]) / 0.87962566103423978
             nn.init.trunc_normal_(self.embedding.weight, 0.0, std, -2 * std, 2 * std)
-            head = self.torso[-1]
-            nn.init.uniform_(head.weight, -head_bound, head_bound)
-            nn.init.uniform_(head.bias, -head_bound, head_bound)
+        init_uniform_(self.torso[-1], head_bound)
 
     def last_shared_layer(self) -> nn.Module:
         return self.torso[-1]

@@ -9,15 +9,20 @@ squashed by tanh and read out by one output layer per task.
 
 from __future__ import annotations
 
-import itertools
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from annotated_types import Ge
 from torch import Tensor, nn
 
-from mtrl.agents.networks import EnsembleLinear, TaskHeads
+from mtrl.agents.networks import (
+    EnsembleLinear,
+    TaskHeads,
+    drop_task_columns,
+    init_uniform_,
+    linear_stack,
+    run_stack,
+)
 from mtrl.agents.registry import register_network
 from mtrl.configtypes import Int
 
@@ -58,19 +63,12 @@ class MOORENetwork(nn.Module):
         super().__init__()
         self.members, self.num_experts, self.task_columns = members, num_experts, task_columns
         sizes = [in_features - tasks, *hidden]  # the experts do not see the task id
-        self.experts = nn.ModuleList(
-            EnsembleLinear(members * num_experts, a, b) for a, b in itertools.pairwise(sizes)
-        )
+        self.experts = linear_stack(members * num_experts, sizes)
         self.task_weights = EnsembleLinear(members, tasks, num_experts, bias=False)
         self.heads = TaskHeads(members, tasks, sizes[-1], out_features)
 
     def forward(self, x: Tensor, one_hot: Tensor) -> Tensor:
-        start, stop = self.task_columns
-        h = torch.cat([x[..., :start], x[..., stop:]], dim=-1)
-        for i, layer in enumerate(self.experts):
-            h = layer(h)  # [E * K, N, width]
-            if i < len(self.experts) - 1:
-                h = F.relu(h)
+        h = run_stack(self.experts, drop_task_columns(x, self.task_columns))  # [E * K, N, width]
         experts = h.unflatten(0, (self.members, self.num_experts)).transpose(1, 2)  # [E,N,K,D]
         weights = self.task_weights(one_hot)  # [E, N, K]
         features = torch.tanh((orthonormalise(experts) * weights[..., None]).sum(dim=-2))
@@ -79,11 +77,9 @@ class MOORENetwork(nn.Module):
     def init_metaworld(self, head_bound: float) -> None:
         """He-uniform expert layers (zero biases) and task weights, the output layers
         U(±head_bound), which the reference's policy and Q-function pass to every network."""
-        with torch.no_grad():
-            for layer in [*self.experts, self.task_weights]:
-                layer.init_he_uniform()
-            nn.init.uniform_(self.heads.weight, -head_bound, head_bound)
-            nn.init.uniform_(self.heads.bias, -head_bound, head_bound)
+        for layer in [*self.experts, self.task_weights]:
+            layer.init_he_uniform()
+        init_uniform_(self.heads, head_bound)
 
     def last_shared_layer(self) -> nn.Module:
         """The experts' last layer (the output layers are per task)."""
