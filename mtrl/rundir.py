@@ -70,10 +70,8 @@ def run_name(cfg: TrainConfig, now: datetime | None = None) -> str:
 
 
 def network_of(cfg: TrainConfig) -> str:
-    """The MT-SAC architecture of a run (``multihead`` also for ``agent.multihead=true``)."""
-    if cfg.agent.algorithm != "mtsac":
-        return ""
-    return "multihead" if cfg.agent.multihead else cfg.agent.network
+    """The MT-SAC architecture of a run ('' for other algorithms)."""
+    return cfg.agent.network if cfg.agent.algorithm == "mtsac" else ""
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:

@@ -76,6 +76,8 @@ class AgentConfig:
         network_class(self.network)  # a one-line error for an unknown name
         if self.multihead and self.network not in ("mlp", "multihead"):
             raise ValueError(f"multihead=true goes with network=mlp, not {self.network!r}")
+        if self.multihead:
+            self.network = "multihead"  # one name for the architecture from here on
         self.network_options = validate_network_options(self.network, self.network_options)
         if self.log_std_min >= self.log_std_max:
             raise ValueError(
