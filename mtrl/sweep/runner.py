@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mtrl.config import TrainConfig
 from mtrl.errors import MtrlError
 from mtrl.rundir import SUMMARY
 from mtrl.sweep.grid import GridAxis, Trial, check_trials, expand
@@ -49,7 +49,6 @@ class SweepSpec:
     num_cpus: int | None = None
     refresh_s: float = 10.0
     compare: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -73,12 +72,11 @@ def require_ray() -> None:
         raise MtrlError(INSTALL_HINT) from None
 
 
-def plan(spec: SweepSpec) -> list[Trial]:
-    """Every trial of the sweep, each trial's config checked (a one-line error names the first
-    bad one)."""
+def plan(spec: SweepSpec) -> tuple[list[Trial], dict[str, TrainConfig]]:
+    """Every trial of the sweep and its resolved config, each checked (a one-line error names
+    the first bad one)."""
     trials = expand(spec.grid, spec.seeds, spec.overrides, spec.name)
-    check_trials(spec.experiment, trials)
-    return trials
+    return trials, check_trials(spec.experiment, trials)
 
 
 def prepare_folder(spec: SweepSpec, trials: list[Trial]) -> list[Trial]:
@@ -118,7 +116,7 @@ def trial_resources(spec: SweepSpec, num_workers: int) -> dict[str, float]:
 def run_sweep(spec: SweepSpec) -> int:
     """Run the sweep's unfinished trials on Ray Tune, print the table, compare; the exit status
     is 0 when every trial finished, 1 otherwise."""
-    trials = plan(spec)
+    trials, configs = plan(spec)
     require_ray()
     todo = prepare_folder(spec, trials)
     folder = spec.folder
@@ -128,7 +126,7 @@ def run_sweep(spec: SweepSpec) -> int:
         f"max {spec.max_failures} retries each"
     )
     if todo:
-        _run_on_ray(spec, todo)
+        _run_on_ray(spec, todo, {t.name: configs[t.name].num_workers for t in todo})
     status = sweep_status(folder, trials)
     print(status_table(status))
     failed = [s for s in status if s["status"] != "finished"]
@@ -140,11 +138,10 @@ def run_sweep(spec: SweepSpec) -> int:
     return 0
 
 
-def _run_on_ray(spec: SweepSpec, todo: list[Trial]) -> None:
+def _run_on_ray(spec: SweepSpec, todo: list[Trial], workers: dict[str, int]) -> None:
+    """Run ``todo`` on Ray Tune; ``workers``: each trial's rollout workers (its CPU request)."""
     import ray
     from ray import tune
-
-    from mtrl.config import resolve_config
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(len(todo)))
@@ -159,9 +156,6 @@ def _run_on_ray(spec: SweepSpec, todo: list[Trial]) -> None:
         raise MtrlError(f"cannot reach the Ray cluster at {spec.address}: {exc}") from None
     try:
         folder = spec.folder.resolve()
-        workers = {
-            t.name: resolve_config(spec.experiment, list(t.overrides)).num_workers for t in todo
-        }
         space = {
             "trial": tune.grid_search([t.name for t in todo]),
             "experiment": spec.experiment,
@@ -180,7 +174,7 @@ def _run_on_ray(spec: SweepSpec, todo: list[Trial]) -> None:
                 storage_path=str(folder / TUNE_DIR),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 verbose=0,
-                callbacks=[ProgressTable(folder, todo, spec.refresh_s)],
+                callbacks=[ProgressTable(todo, spec.refresh_s)],
             ),
         )
         tuner.fit()
@@ -212,8 +206,9 @@ def sweep_status(folder: Path, trials: list[Trial]) -> list[dict[str, Any]]:
             summary = json.loads((run / SUMMARY).read_text())
             row.update(status="finished", step=summary["steps"], success=summary["success_mean"])
         else:
-            row["status"] = "failed" if (run / ERROR).is_file() else "unfinished"
-            if (run / ERROR).is_file():
+            failed = (run / ERROR).is_file()
+            row["status"] = "failed" if failed else "unfinished"
+            if failed:
                 row["note"] = (run / ERROR).read_text().strip().splitlines()[0][:80]
             metrics = run / "metrics.jsonl"
             if metrics.is_file():
@@ -245,7 +240,7 @@ class ProgressTable:
         from ray import tune
 
         class _Table(tune.Callback):
-            def __init__(self, folder: Path, todo: list[Trial], refresh_s: float) -> None:
+            def __init__(self, todo: list[Trial], refresh_s: float) -> None:
                 self.rows = {
                     t.name: {"status": "pending", "step": None, "success": None} for t in todo
                 }
@@ -287,15 +282,11 @@ class ProgressTable:
                     self.print()
                     self.last, self.changed = now, False
 
-            def on_experiment_end(self, trials: list, **info: Any) -> None:
-                pass
-
             def print(self) -> None:
                 rows = [{"trial": name, "note": ""} | row for name, row in self.rows.items()]
                 running = sum(r["status"].startswith("running") for r in rows)
                 print(f"\n[{time.strftime('%H:%M:%S')}] {running} running", flush=True)
                 print(status_table(rows), flush=True)
-                sys.stdout.flush()
 
         return _Table(*args, **kwargs)
 
