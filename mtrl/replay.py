@@ -52,6 +52,16 @@ class MultiTaskReplay:
         }
         self.pos = 0
         self.size = 0
+        self._widths = [int(np.prod(shapes[k], dtype=np.int64)) for k in FIELDS]
+        self._staging: list[tuple[Tensor, torch.cuda.Event]] = []
+        """On a GPU, two pinned host buffers [T, all fields] taken in turns: one transition is
+        copied in with one non-blocking copy, while the other buffer's copy may be in flight."""
+        self._turn = 0
+        if self.device.type == "cuda":
+            self._staging = [
+                (torch.empty((num_tasks, sum(self._widths)), pin_memory=True), torch.cuda.Event())
+                for _ in range(2)
+            ]
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._rows = torch.arange(num_tasks, device=self.device)[:, None]
 
@@ -70,15 +80,35 @@ class MultiTaskReplay:
     ) -> None:
         """Insert one transition per task; every argument has a leading task axis [T, ...]."""
         values = (obs, action, reward, next_obs, terminated, truncated)
-        for key, value in zip(FIELDS, values, strict=True):
-            tensor = (
-                torch.as_tensor(np.asarray(value, dtype=np.float32))
-                if not isinstance(value, Tensor)
-                else value.float()
-            )
-            self.storage[key][:, self.pos] = tensor.to(self.device, non_blocking=True)
+        if self._staging:
+            self._write_staged(values)
+        else:
+            for key, value in zip(FIELDS, values, strict=True):
+                tensor = (
+                    torch.as_tensor(np.asarray(value, dtype=np.float32))
+                    if not isinstance(value, Tensor)
+                    else value.float()
+                )
+                self.storage[key][:, self.pos] = tensor.to(self.device)
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+
+    def _write_staged(self, values: tuple[np.ndarray | Tensor, ...]) -> None:
+        """Write a transition on a GPU: fill a pinned buffer, one non-blocking copy, split on
+        the device."""
+        self._turn ^= 1
+        buffer, copied = self._staging[self._turn]
+        copied.synchronize()  # this buffer's previous copy (two adds ago) has left it
+        host = buffer.numpy()
+        start = 0
+        for value, width in zip(values, self._widths, strict=True):
+            array = value.detach().cpu().numpy() if isinstance(value, Tensor) else value
+            host[:, start : start + width] = np.asarray(array).reshape(self.num_tasks, width)
+            start += width
+        on_device = buffer.to(self.device, non_blocking=True)
+        copied.record()
+        for key, part in zip(FIELDS, on_device.split(self._widths, dim=1), strict=True):
+            self.storage[key][:, self.pos] = part.view(self.storage[key][:, self.pos].shape)
 
     def sample(self, batch_size: int) -> dict[str, Tensor]:
         """Draw ``batch_size`` transitions per task uniformly: a dict of [T, B, ...] tensors."""
