@@ -30,7 +30,7 @@ from mtrl.configtools import (
     set_dotted,
     to_dict,
 )
-from mtrl.configtypes import Bool, Float, Int, Text, config_class
+from mtrl.configtypes import AutoBool, Bool, Float, Int, Text, config_class
 from mtrl.errors import MtrlError
 from mtrl.runners import check_config
 from mtrl.surgery import validate_options
@@ -139,6 +139,11 @@ class TrainConfig:
     sync per update), ``deferred`` (flags kept on the device, checked at every log point and
     before every checkpoint, so no checkpoint follows a non-finite update), ``auto`` (deferred
     on a GPU, every update on the CPU)."""
+    compile: AutoBool = "auto"
+    """Capture the whole gradient update in a CUDA graph and replay it (no per-kernel launch
+    cost): ``true`` (needs device=cuda; where the aggregator solves on the host or
+    finite_checks=every_update, one warning line and the update runs eagerly), ``false``, or
+    ``auto`` (on with device=cuda where nothing blocks it, off on the CPU)."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0
@@ -151,6 +156,10 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
+        if self.compile is True and self.device == "cpu":
+            raise ValueError(
+                "compile=true needs device=cuda (it captures the update in a CUDA graph)"
+            )
         if self.buffer_size < self.agent.batch_size:
             raise ValueError(
                 f"buffer_size={self.buffer_size} is below agent.batch_size="

@@ -49,6 +49,16 @@ Bool = StrictBool
 Text = Annotated[str, BeforeValidator(_number_as_text), Strict()]
 """Text; a number where text is expected is taken as written (``name=2024``)."""
 
+
+def _switch(value: Any) -> Any:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError("expected true, false or auto")
+
+
+AutoBool = Annotated[Literal["auto", True, False], BeforeValidator(_switch)]
+"""``true``, ``false`` or ``auto`` (decided from the run's settings); never ``1``."""
+
 CONFIG = ConfigDict(
     extra="forbid",
     allow_inf_nan=False,
@@ -103,7 +113,7 @@ def type_text(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else type_text(a) for a in args)
     if origin is Literal:
-        return "|".join(str(a) for a in args)
+        return "|".join(str(a).lower() if isinstance(a, bool) else str(a) for a in args)
     if origin in (list, tuple):
         inner = type_text(args[0]) if args else "value"
         text = f"list of ({inner})" if " " in inner else f"list of {inner}"

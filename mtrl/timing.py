@@ -31,7 +31,9 @@ class SectionTimer:
     @contextmanager
     def section(self) -> Iterator[None]:
         """Time the block (exceptions propagate; their partial time is not counted)."""
-        if self.cuda:
+        if self.cuda and torch.cuda.is_current_stream_capturing():
+            yield  # inside a CUDA graph capture events cannot be timed: the graph's time counts
+        elif self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             yield

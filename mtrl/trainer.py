@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from mtrl.agents import MTSAC
+from mtrl.agents.graphed import make_updater
 from mtrl.checkpoint import load_checkpoint, save_checkpoint
 from mtrl.config import TrainConfig
 from mtrl.envs import TaskSuite, load_suite
@@ -117,7 +118,10 @@ class Trainer:
             s.task_names,
             seed=cfg.seed,
             defer_checks=None if cfg.finite_checks == "auto" else cfg.finite_checks == "deferred",
+            capturable=cfg.compile is not False and self.device.type == "cuda",
         )
+        self.update = make_updater(self.agent, cfg.compile)
+        """One gradient update: ``agent.update`` or its CUDA graph replay (``compile``)."""
         self.checked_step = 0
         """The last step at which the updates were known to be finite (deferred checks)."""
         self._in_update = False
@@ -156,6 +160,9 @@ class Trainer:
             "envs": rollout.get_state(),
             "rng": {
                 "torch": torch.get_rng_state(),
+                "torch_cuda": (
+                    torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+                ),
                 "numpy": self.action_rng.bit_generator.state,
                 "python": random.getstate(),
             },
@@ -199,6 +206,8 @@ class Trainer:
         self.step, self.eval_count = int(state["step"]), int(state["eval_count"])
         self.saved_step = self.step
         torch.set_rng_state(state["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and state["rng"].get("torch_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["torch_cuda"].cpu(), self.device)
         self.action_rng.bit_generator.state = state["rng"]["numpy"]
         random.setstate(_as_tuple(state["rng"]["python"]))
         self.timers.update(state["timers"])
@@ -415,7 +424,7 @@ class Trainer:
         self._in_update = True
         for k in range(cfg.utd):
             batch = self.replay.sample(cfg.agent.batch_size)
-            metrics = self.agent.update(batch, diagnostics=log_now and k == cfg.utd - 1)
+            metrics = self.update(batch, diagnostics=log_now and k == cfg.utd - 1)
             diagnostics = metrics.pop("diagnostics", None)
             logger.record_many(metrics, prefix="train/")
             if diagnostics:

@@ -39,9 +39,8 @@ Batch = dict[str, Tensor]
 
 @torch.no_grad()
 def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
-    """target <- (1 - tau) target + tau source, parameter by parameter."""
-    for p, tp in zip(source.parameters(), target.parameters(), strict=True):
-        tp.lerp_(p, tau)
+    """target <- (1 - tau) target + tau source, for all parameters in one foreach call."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 def last_shared_layer(module: torch.nn.Module) -> torch.nn.Module:
@@ -82,6 +81,8 @@ class MTSAC:
     :param defer_checks: record non-finite losses and gradients on the device and raise at
         ``raise_if_non_finite`` instead of in every update (no host sync per update); None:
         deferred on a GPU, every update on the CPU.
+    :param capturable: build the optimizers with ``capturable=True`` (their step counts stay on
+        the device), so the whole update can be captured in a CUDA graph (``GraphedUpdate``).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class MTSAC:
         task_names: list[str] | None = None,
         seed: int = 0,
         defer_checks: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         self.cfg = config or AgentConfig()
         self.surgery_cfg = surgery or SurgeryConfig()
@@ -130,10 +132,13 @@ class MTSAC:
         self.target_entropy = (
             float(-act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         )
-        eps = cfg.adam_eps
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=eps)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, eps=eps)
+        if capturable and self.device.type != "cuda":
+            raise ValueError("capturable optimizers (CUDA graphs) need a CUDA device")
+        self.capturable = capturable
+        adam = {"eps": cfg.adam_eps, "capturable": capturable}
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **adam)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, **adam)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, **adam)
         self.aggregators = {
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
@@ -154,6 +159,11 @@ class MTSAC:
         """How each network's per-task gradients are formed: layers, vmap or loop."""
         self.surgery_timer = SectionTimer(self.device)
         """Time in the aggregators (both networks); read and reset with ``take()``."""
+        self._fixed_weights: dict[str, Tensor] = {}
+        """Fixed task weights of deterministic linear aggregators, kept on the device."""
+        self.state_version = 0
+        """Bumped by ``load_state_dict``, which replaces optimizer state tensors (a captured
+        CUDA graph of the update must then be captured again)."""
 
     def _make_aggregator(self, network: str, seed: int, task_names: list[str] | None) -> Aggregator:
         s = self.surgery_cfg
@@ -271,12 +281,12 @@ class MTSAC:
             return self._loss_weighted_step(
                 network, module, optimizer, loss_fn, batch, has_aux, diagnostics
             )
-        weights = None if diagnostics is not None else aggregator.fixed_weights(self.num_tasks)
+        weights = None if diagnostics is not None else self._linear_weights(network)
         optimizer.zero_grad(set_to_none=True)
         if weights is not None:
             out = loss_fn(params, batch)
             losses, aux = (out[0], out[1]) if has_aux else (out, None)
-            torch.dot(weights.to(losses), losses).backward()
+            torch.dot(weights, losses).backward()
             self._check_finite(network, losses, module)
         else:
             G, losses, aux = self._task_grads(network, module, loss_fn, batch, has_aux)
@@ -291,6 +301,20 @@ class MTSAC:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
         optimizer.step()
         return losses.detach(), aux.detach() if aux is not None else None
+
+    def _linear_weights(self, network: str) -> Tensor | None:
+        """The aggregator's fixed task weights on the device (None if it has none); a
+        deterministic one's are copied to the device once, not in every update."""
+        aggregator = self.aggregators[network]
+        if network in self._fixed_weights:
+            return self._fixed_weights[network]
+        weights = aggregator.fixed_weights(self.num_tasks)
+        if weights is None:
+            return None
+        weights = weights.to(device=self.device, dtype=torch.float32)
+        if not aggregator.stochastic:
+            self._fixed_weights[network] = weights
+        return weights
 
     def _loss_weighted_step(
         self,
@@ -440,3 +464,4 @@ class MTSAC:
         self.alpha_opt.load_state_dict(state["alpha_opt"])
         for key, agg_state in state["aggregators"].items():
             self.aggregators[key].load_state_dict(agg_state)
+        self.state_version += 1

@@ -100,6 +100,12 @@ class Aggregator:
         """
         return None
 
+    def runs_on_device(self) -> bool:
+        """True if an update with this aggregator makes no host sync (with deferred finite
+        checks), so it can be captured in a CUDA graph: fixed deterministic weights, or a
+        solver on the gradients' device."""
+        return not self.stochastic and self.fixed_weights(2) is not None
+
     def raise_non_finite(self, G: Tensor | TaskGradients) -> None:
         """Raise NonFiniteGradientError naming the tasks whose gradients hold NaN/inf."""
         check_gradients(G, self.task_names)

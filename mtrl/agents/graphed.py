@@ -1,0 +1,120 @@
+"""The MT-SAC update captured once in a CUDA graph and replayed (``compile=true``).
+
+An MT-SAC update at MT10/MT50 sizes is a few hundred small kernels, so on a GPU its time is the
+CPU's time to launch them. A CUDA graph records the launches of one whole update (targets,
+per-task gradients, aggregator, clipping, Adam, temperatures, Polyak) once and replays them with
+one call. That needs an update without host syncs: deferred finite checks, optimizers with their
+step counts on the device (``capturable``), and an aggregator whose solver runs on the device
+(``Aggregator.runs_on_device``). Random draws inside the graph (policy noise, PCGrad's orders)
+come from torch's CUDA generator, which advances at every replay as it does eagerly.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtrl.agents.sac import MTSAC, Batch
+
+WARMUP_UPDATES = 3
+"""Eager updates on a side stream before the capture (lazy library handles and optimizer state
+are created there, as torch's CUDA graph notes ask)."""
+
+
+def graph_blocker(agent: MTSAC) -> str | None:
+    """Why ``agent.update`` cannot be captured in a CUDA graph, or None if it can."""
+    if agent.device.type != "cuda":
+        return "CUDA graphs need device=cuda"
+    if not agent.defer_checks:
+        return "finite_checks=every_update syncs with the host in every update"
+    if not agent.capturable:
+        return "the optimizers were not built capturable"
+    for network, aggregator in agent.aggregators.items():
+        if not aggregator.runs_on_device():
+            return f"the {network} aggregator {aggregator!r} solves on the host"
+    return None
+
+
+class GraphedUpdate:
+    """``agent.update`` replayed from a CUDA graph; a drop-in replacement for it.
+
+    The first ``WARMUP_UPDATES`` calls run eagerly on a side stream; the next one captures the
+    update on static copies of the batch and replays it, and later calls copy their batch into
+    those tensors and replay. Updates with diagnostics run eagerly (they sync with the host). If
+    the capture fails, one warning line is printed and every update runs eagerly from then on.
+    A restored agent (``load_state_dict`` replaces the optimizers' state tensors) is captured
+    again.
+
+    :param agent: built with ``capturable=True`` and deferred checks, on a CUDA device.
+    :param warmup: eager updates before the capture.
+    """
+
+    def __init__(self, agent: MTSAC, warmup: int = WARMUP_UPDATES) -> None:
+        self.agent = agent
+        self.warmup = warmup
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.failed = False
+        self._warmed = 0
+        self._version = agent.state_version
+        self._static: Batch = {}
+        self._out: dict[str, Tensor] = {}
+
+    def __call__(self, batch: Batch, diagnostics: bool = False) -> dict[str, Any]:
+        agent = self.agent
+        if diagnostics or self.failed:
+            return agent.update(batch, diagnostics)
+        if self._version != agent.state_version:
+            self.graph, self._warmed, self._version = None, 0, agent.state_version
+        if self.graph is not None and all(
+            self._static[k].shape == batch[k].shape for k in self._static
+        ):
+            for key, static in self._static.items():
+                static.copy_(batch[key])
+            self.graph.replay()
+            return {key: value.clone() for key, value in self._out.items()}
+        if self._warmed < self.warmup:
+            self._warmed += 1
+            return self._on_side_stream(batch)
+        return self._capture(batch)
+
+    def _on_side_stream(self, batch: Batch) -> dict[str, Any]:
+        stream = torch.cuda.Stream(self.agent.device)
+        stream.wait_stream(torch.cuda.current_stream(self.agent.device))
+        with torch.cuda.stream(stream):
+            metrics = self.agent.update(batch)
+        torch.cuda.current_stream(self.agent.device).wait_stream(stream)
+        return metrics
+
+    def _capture(self, batch: Batch) -> dict[str, Any]:
+        self._static = {key: value.clone() for key, value in batch.items()}
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._out = self.agent.update(self._static)
+        except Exception as exc:  # an operation that cannot be captured: run eagerly
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(
+                f"warning: compile: the update runs eagerly (capture failed: {first})",
+                file=sys.stderr,
+            )
+            self.failed, self._static, self._out = True, {}, {}
+            return self.agent.update(batch)
+        self.graph = graph
+        graph.replay()  # the capture only recorded this update: now run it
+        return {key: value.clone() for key, value in self._out.items()}
+
+
+def make_updater(agent: MTSAC, compile: bool | str) -> Any:
+    """The function the trainer calls for an update: ``agent.update``, or a ``GraphedUpdate``
+    where ``compile`` is true or auto and nothing blocks the capture (true then warns why)."""
+    if compile is False:
+        return agent.update
+    blocker = graph_blocker(agent)
+    if blocker is None:
+        return GraphedUpdate(agent)
+    if compile is True:
+        print(f"warning: compile=true: the update runs eagerly ({blocker})", file=sys.stderr)
+    return agent.update

@@ -1,0 +1,81 @@
+"""CUDA-graph updates (``compile``): what blocks a capture, and the choice of update function.
+
+The capture itself needs a GPU: tests/test_cuda.py checks it where one is present.
+"""
+
+import pytest
+import torch
+
+from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
+from mtrl.agents.graphed import graph_blocker, make_updater
+from mtrl.config import resolve_config
+from mtrl.errors import MtrlError
+from mtrl.surgery import get_aggregator
+
+
+def cpu_agent(name: str = "mean") -> MTSAC:
+    return MTSAC(12, 2, 3, AgentConfig(hidden=[16]), SurgeryConfig(name=name))
+
+
+def test_a_cpu_agent_is_not_captured_and_compile_true_says_why(capsys):
+    agent = cpu_agent()
+    assert graph_blocker(agent) == "CUDA graphs need device=cuda"
+    assert make_updater(agent, "auto") == agent.update
+    assert make_updater(agent, False) == agent.update
+    assert capsys.readouterr().err == ""
+    assert make_updater(agent, True) == agent.update
+    err = capsys.readouterr().err
+    assert err == "warning: compile=true: the update runs eagerly (CUDA graphs need device=cuda)\n"
+
+
+def test_capturable_optimizers_need_a_cuda_device():
+    with pytest.raises(ValueError, match="need a CUDA device"):
+        MTSAC(12, 2, 3, AgentConfig(hidden=[16]), capturable=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "on_device"),
+    [
+        ("mean", {}, True),
+        ("sum", {}, True),
+        ("rlw", {}, False),  # draws its weights from a host generator
+        ("uw", {}, False),  # a loss weighting: host state between updates
+        ("nash-mtl", {}, False),  # cvxpy on the host
+    ],
+)
+def test_which_aggregators_run_on_the_device(name, options, on_device):
+    assert get_aggregator(name, **options).runs_on_device() is on_device
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1", "compile=1: expected true, false or auto"),
+        ("on", "compile='on': expected true, false or auto"),
+    ],
+)
+def test_compile_values_are_checked(value, message):
+    with pytest.raises(MtrlError, match=message):
+        resolve_config("quickstart", [f"compile={value}"])
+
+
+def test_compile_true_on_the_cpu_is_a_config_error():
+    with pytest.raises(MtrlError, match="compile=true needs device=cuda"):
+        resolve_config("quickstart", ["compile=true"])
+    assert resolve_config("quickstart", ["compile=false"]).compile is False
+    assert resolve_config("quickstart", []).compile == "auto"
+
+
+def test_polyak_update_moves_every_target_parameter_by_tau():
+    from mtrl.agents import polyak_update
+
+    agent = cpu_agent()
+    before = [p.clone() for p in agent.critic_target.parameters()]
+    with torch.no_grad():
+        for p in agent.critic.parameters():
+            p.add_(1.0)
+    polyak_update(agent.critic, agent.critic_target, 0.25)
+    for b, p, s in zip(
+        before, agent.critic_target.parameters(), agent.critic.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, 0.75 * b + 0.25 * s)

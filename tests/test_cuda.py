@@ -1,0 +1,136 @@
+"""Checks that need a CUDA GPU (skipped without one): the update replayed from a CUDA graph
+equals the eager update, a failed capture falls back to eager, and a run with compile=true
+resumes exactly."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from mtrl.agents import MTSAC
+from mtrl.agents.graphed import GraphedUpdate, graph_blocker, make_updater
+from mtrl.cli import main
+from mtrl.config import resolve_config
+from mtrl.logging import read_metrics
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+T, OBS, ACT = 10, 39 + 10, 4
+
+
+def mt10_agent(experiment: str, *overrides: str) -> MTSAC:
+    cfg = resolve_config(experiment, ["device=cuda", *overrides])
+    torch.manual_seed(0)
+    return MTSAC(OBS, ACT, T, cfg.agent, cfg.surgery, "cuda", seed=0, capturable=True)
+
+
+def batches(n: int, size: int = 128) -> list[dict[str, torch.Tensor]]:
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    eye = torch.eye(T)[:, None, :].expand(T, size, T)
+    for _ in range(n):
+        b = {
+            "obs": torch.cat([torch.randn(T, size, OBS - T, generator=gen), eye], -1),
+            "action": torch.rand(T, size, ACT, generator=gen) * 2 - 1,
+            "reward": torch.randn(T, size, generator=gen),
+            "next_obs": torch.cat([torch.randn(T, size, OBS - T, generator=gen), eye], -1),
+            "terminated": (torch.rand(T, size, generator=gen) < 0.05).float(),
+        }
+        out.append({k: v.cuda() for k, v in b.items()})
+    return out
+
+
+def max_difference(a: MTSAC, b: MTSAC) -> float:
+    pairs = [
+        (x, y)
+        for net in ("actor", "critic", "critic_target")
+        for x, y in zip(getattr(a, net).parameters(), getattr(b, net).parameters(), strict=True)
+    ]
+    pairs.append((a.log_alpha, b.log_alpha))
+    return max((x - y).abs().max().item() for x, y in pairs)
+
+
+@pytest.mark.parametrize("experiment", ["mt10-mtsac", "mt10-pcgrad", "mt10-cagrad"])
+def test_graph_replays_equal_eager_updates(experiment):
+    eager = mt10_agent(experiment)
+    graphed = copy.deepcopy(eager)
+    assert graph_blocker(graphed) is None
+    update = GraphedUpdate(graphed)
+    data = batches(8)
+    for fn in (eager.update, update):
+        torch.cuda.manual_seed(3)
+        metrics = [fn(b) for b in data]
+    assert update.graph is not None
+    assert max_difference(eager, graphed) <= 1e-5
+    assert torch.isfinite(metrics[-1]["critic_loss"]).all()
+
+
+def test_a_failed_capture_warns_once_and_runs_eagerly(capsys):
+    agent = mt10_agent("mt10-pcgrad", "surgery.solver=host")  # host solver: syncs, not capturable
+    assert "solves on the host" in graph_blocker(agent)
+    update = GraphedUpdate(agent, warmup=1)
+    before = [p.clone() for p in agent.actor.parameters()]
+    for b in batches(4):
+        update(b)
+    assert update.failed and update.graph is None
+    assert capsys.readouterr().err.count("warning: compile: the update runs eagerly") == 1
+    assert any(not torch.equal(a, p) for a, p in zip(before, agent.actor.parameters(), strict=True))
+
+
+def test_compile_auto_captures_on_the_gpu_where_nothing_blocks_it():
+    assert isinstance(make_updater(mt10_agent("mt10-cagrad"), "auto"), GraphedUpdate)
+
+
+ARGS = [
+    "quickstart",
+    "surgery=pcgrad",
+    "device=cuda",
+    "compile=true",
+    "warmup=30",
+    "eval.every=40",
+    "eval.episodes=2",
+    "logger.every=20",
+    "checkpoint.every=40",
+    "agent.hidden=[32, 32]",
+    "agent.batch_size=16",
+    "suite.max_episode_steps=15",
+    "logger.progress=false",
+]
+
+
+def test_a_compiled_run_resumes_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", *ARGS, "steps=100", f"out={straight}"]) == 0
+    assert main(["train", *ARGS, "steps=40", f"out={split}"]) == 0
+    (run_a,) = straight.iterdir()
+    (run_b,) = split.iterdir()
+    assert main(["train", f"resume={run_b}", "steps=100"]) == 0
+
+    def comparable(path):
+        rows = read_metrics(path / "metrics.jsonl")
+        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+    assert comparable(run_a) == comparable(run_b)
+
+
+def test_replay_on_the_gpu_stores_what_the_cpu_replay_stores():
+    from mtrl.replay import MultiTaskReplay
+
+    rng = np.random.default_rng(0)
+    replays = [MultiTaskReplay(3, 5, 4, 2, device) for device in ("cpu", "cuda")]
+    for _ in range(12):  # wraps around an odd capacity twice
+        step = (
+            rng.normal(size=(3, 4)),
+            rng.uniform(-1, 1, (3, 2)),
+            rng.normal(size=3),
+            rng.normal(size=(3, 4)),
+            rng.random(3) < 0.2,
+            rng.random(3) < 0.2,
+        )
+        for replay in replays:
+            replay.add(*step)
+    cpu, gpu = replays
+    assert (cpu.pos, cpu.size) == (gpu.pos, gpu.size)
+    for key, stored in cpu.storage.items():
+        assert torch.equal(stored, gpu.storage[key].cpu()), key
