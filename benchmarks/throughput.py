@@ -6,7 +6,8 @@ cumulative timers (``perf/time_*_s`` in metrics.jsonl): waiting for the envs, up
 of the updates spent in the aggregator, and the rest (acting, replay, logging). Throughput
 counts env steps of all tasks per second of training wall time (the final evaluation is left
 out). Paths: ``eager`` (per-task gradients by vmap, step the envs then update) and ``fast``
-(per-task gradients of linear layers from one backward, updates overlapping the env step).
+(per-task gradients of linear layers from one backward, updates overlapping the env step), and
+on a GPU ``graph`` (the fast path with each update replayed from a CUDA graph).
 
     python benchmarks/throughput.py                      # CPU, 250 steps per task after warm-up
     python benchmarks/throughput.py --device cuda --full
@@ -26,9 +27,11 @@ from common import machine_line
 METHODS = ("mean", "pcgrad", "cagrad")
 EXPERIMENT = {"mean": "mt10-mtsac", "pcgrad": "mt10-pcgrad", "cagrad": "mt10-cagrad"}
 PATHS = {
-    "eager": ["agent.task_grads=vmap", "overlap=false"],
-    "fast": ["agent.task_grads=auto", "overlap=true"],
+    "eager": ["agent.task_grads=vmap", "overlap=false", "compile=false"],
+    "fast": ["agent.task_grads=auto", "overlap=true", "compile=false"],
+    "graph": ["agent.task_grads=auto", "overlap=true", "compile=true"],
 }
+"""``graph`` (the fast path with the update replayed from a CUDA graph) needs a GPU."""
 
 
 def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -80,13 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="rollout worker processes")
     parser.add_argument("--suite", default="mt10")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    parser.add_argument("--paths", nargs="+", default=None, choices=list(PATHS))
     parser.add_argument("--full", action="store_true", help="1,000 steps, 3 repeats")
     args = parser.parse_args(argv)
     args.steps = args.steps or (1000 if args.full else 150)
     args.repeats = args.repeats or (3 if args.full else 1)
+    gpu = args.device.startswith("cuda")
+    args.paths = args.paths or [p for p in PATHS if gpu or p != "graph"]
     print(machine_line(), f"| device {args.device}, {args.workers} rollout workers")
-    if args.device.startswith("cuda"):
+    if gpu:
         import torch
 
         print(f"GPU: {torch.cuda.get_device_name()}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_times, load_line, machine_line
 
 from mtrl.agents import MTSAC, polyak_update
+from mtrl.agents.graphed import WARMUP_UPDATES, GraphedUpdate, graph_blocker
 from mtrl.agents.networks import squashed_sample
 from mtrl.config import resolve_config
 from mtrl.surgery import aggregator_class, list_aggregators
@@ -44,8 +46,9 @@ TARGETS = {
 method whose solver runs on the device)."""
 LOSS_TARGET = 1.05
 """Loss-balancing methods (one fused backward) should cost what mean costs."""
-PATHS = {"eager": "vmap", "fast": "auto"}
-"""How per-task gradients are formed on each path (``agent.task_grads``)."""
+PATHS = {"eager": "vmap", "fast": "auto", "graph": "auto"}
+"""How per-task gradients are formed on each path (``agent.task_grads``); ``graph`` is the fast
+path replayed from a CUDA graph (``compile=true``, GPU only)."""
 PUBLISHED = {"pcgrad": 9.7 / 7.3, "cagrad": 20.9 / 7.3}
 """Nash-MTL paper, MT10, seconds per episode relative to MT-SAC (end to end)."""
 
@@ -85,8 +88,32 @@ def make_agent(
     overrides += [f"agent.task_grads={PATHS[path]}", f"agent.network={network}"]
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)
     torch.manual_seed(0)
-    agent = MTSAC(OBS + tasks, ACT, tasks, cfg.agent, cfg.surgery, device=device, seed=0)
+    graph = path == "graph"
+    agent = MTSAC(OBS + tasks, ACT, tasks, cfg.agent, cfg.surgery, device, seed=0, capturable=graph)
     return agent, cfg.agent.batch_size
+
+
+def graph_update(agent: MTSAC) -> Callable[[Batch], object] | None:
+    """The agent's update replayed from a CUDA graph, or None where the capture is blocked."""
+    if graph_blocker(agent) is not None:
+        return None
+    return GraphedUpdate(agent)
+
+
+def check_graph_equals_eager(method: str, tasks: int, device: torch.device, updates: int) -> float:
+    """Largest parameter difference between ``updates`` eager updates and as many through the
+    CUDA graph (warm-up, capture, replays), from one state and one random stream."""
+    agent = make_agent(method, tasks, device, "graph")[0]
+    graphed = copy.deepcopy(agent)
+    update = graph_update(graphed)
+    assert update is not None, graph_blocker(graphed)
+    batches = [random_batch(tasks, 128, device, seed=i) for i in range(updates)]
+    for fn in (agent.update, update):
+        torch.cuda.manual_seed(11)
+        for batch in batches:
+            fn(batch)
+    torch.cuda.synchronize()
+    return max_parameter_difference(agent, graphed)
 
 
 def _clip(agent: MTSAC, module: torch.nn.Module) -> None:
@@ -138,14 +165,17 @@ def check_plain_equals_mean(agent: MTSAC, batch: Batch) -> float:
     ours.update(batch)
     torch.manual_seed(7)
     plain_update(ref, batch)
+    return max_parameter_difference(ours, ref)
+
+
+def max_parameter_difference(a: MTSAC, b: MTSAC) -> float:
+    """Largest absolute difference between the networks, targets and temperatures of two agents."""
     diffs = [
-        (a - b).abs().max().item()
+        (x - y).abs().max().item()
         for net in ("actor", "critic", "critic_target")
-        for a, b in zip(
-            getattr(ours, net).parameters(), getattr(ref, net).parameters(), strict=True
-        )
+        for x, y in zip(getattr(a, net).parameters(), getattr(b, net).parameters(), strict=True)
     ]
-    return max([*diffs, (ours.log_alpha - ref.log_alpha).abs().max().item()])
+    return max([*diffs, (a.log_alpha - b.log_alpha).abs().max().item()])
 
 
 def bench(
@@ -169,8 +199,42 @@ def bench(
         m: (lambda a=a: plain_update(a, batch)) if m == "plain" else (lambda a=a: a.update(batch))
         for m, (a, _) in agents.items()
     }
+    if device.type == "cuda":
+        for m in methods:
+            update = graph_update(make_agent(m, tasks, device, "graph", network)[0])
+            if m != "plain" and update is not None:
+                for _ in range(WARMUP_UPDATES + 2):  # warm-up and capture, before the timing
+                    update(batch)
+                fns[f"{m}/graph"] = lambda u=update: u(batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     return interleaved_times(fns, rounds, warmup=2, sync=sync)
+
+
+def print_table(
+    times: dict[str, float], methods: list[str], targets: dict[str, float], graphs: bool
+) -> None:
+    """One row per method: eager, fast (and graph) ms, and the ratios the targets are set on
+    (to ``mean`` on the same path: the graph path where there is one)."""
+    head = f"{'method':12s} {'eager ms':>9s} {'fast ms':>8s} "
+    head += f"{'graph ms':>9s} " if graphs else ""
+    print(head + f"{'eager/fast':>10s} {'x mean':>7s} {'x plain':>8s} {'target':>7s} {'peers':>6s}")
+    base = times.get("mean/graph", times["mean"]) if graphs else times["mean"]
+    for m in methods:
+        if _is_loss_method(m):
+            limit = LOSS_TARGET
+        else:
+            limit = targets.get(m) or (targets.get("*") if _has_paths(m) else None)
+        target = f"<={limit:.2f}" if limit else ""
+        peer = f"{PUBLISHED[m]:.2f}" if m in PUBLISHED else ""
+        eager = times.get(f"{m}/eager", times[m])
+        best = times.get(f"{m}/graph", times[m])
+        row = f"{m:12s} {eager * 1e3:9.1f} {times[m] * 1e3:8.1f} "
+        if graphs:
+            row += f"{best * 1e3:9.2f} " if f"{m}/graph" in times else f"{'-':>9s} "
+        print(
+            row + f"{eager / times[m]:10.2f} {best / base:7.2f} "
+            f"{times[m] / times['plain']:8.2f} {target:>7s} {peer:>6s}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -207,26 +271,17 @@ def main(argv: list[str] | None = None) -> None:
     print(f"eager: agent.task_grads={PATHS['eager']}; fast: agent.task_grads={PATHS['fast']}")
     print(f"network: agent.network={args.network}")
     targets = TARGETS["cuda" if device.type == "cuda" else "cpu"]
+    graphs = device.type == "cuda"
+    if graphs:
+        print("graph: the fast path captured in a CUDA graph and replayed (compile=true)")
     for tasks in args.tasks:
         print(f"\nMT{tasks}-shaped batch: T = {tasks}, obs {OBS}+{tasks}, act {ACT}; {load_line()}")
+        if graphs:
+            for m in ("mean", "pcgrad", "cagrad"):
+                diff = check_graph_equals_eager(m, tasks, device, updates=8)
+                print(f"check: {m}: 8 graph updates vs eager, max parameter difference {diff:.1e}")
         times = bench(tasks, device, rounds, methods, args.network)
-        mean = times["mean"]
-        print(
-            f"{'method':12s} {'eager ms':>9s} {'fast ms':>8s} {'eager/fast':>10s} "
-            f"{'x mean':>7s} {'x plain':>8s} {'target':>7s} {'peers':>6s}"
-        )
-        for m in methods:
-            if _is_loss_method(m):
-                limit = LOSS_TARGET
-            else:
-                limit = targets.get(m) or (targets.get("*") if _has_paths(m) else None)
-            target = f"<={limit:.2f}" if limit else ""
-            peer = f"{PUBLISHED[m]:.2f}" if m in PUBLISHED else ""
-            eager = times.get(f"{m}/eager", times[m])
-            print(
-                f"{m:12s} {eager * 1e3:9.1f} {times[m] * 1e3:8.1f} {eager / times[m]:10.2f} "
-                f"{times[m] / mean:7.2f} {times[m] / times['plain']:8.2f} {target:>7s} {peer:>6s}"
-            )
+        print_table(times, methods, targets, graphs)
         print(f"({load_line()})")
     print(
         "\npeers: published end-to-end time on MT10 relative to MT-SAC (Nash-MTL paper, "

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every GPU figure of BENCHMARKS.md in one go: the CUDA tests, update cost (eager / fast /
+# graph), MT10 training throughput and evaluation speed. Run from the repository root on a
+# machine whose python3 has torch with CUDA. Packages it lacks can come as wheels in .whl/
+# (installed into /tmp/site). Each step has its own time limit, so one that hangs still
+# leaves the others' output; LOG (default: no file) keeps a copy of everything.
+#
+#     bash benchmarks/gpu.sh                 # all steps
+#     STEPS="tests update" bash benchmarks/gpu.sh
+set -u
+export PYTHONUNBUFFERED=1 MUJOCO_GL=egl
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+LOG=${LOG:-/dev/null}
+STEPS=${STEPS:-"tests update throughput evaluation"}
+WORKERS=${WORKERS:-10}
+
+run() {  # run <seconds> <command...>: one step, its output to the terminal and LOG
+    echo "=== $(date +%T) $*" | tee -a "$LOG"
+    timeout "$1" "${@:2}" 2>&1 | tee -a "$LOG"
+}
+
+run 60 python3 -c "import torch, metaworld, mtrl; print('torch', torch.__version__, \
+torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,utilization.gpu --format=csv | tee -a "$LOG"
+for step in $STEPS; do
+    case $step in
+    tests) run 240 python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda.py \
+        tests/agents/test_graphed.py ;;
+    update) run 240 python3 benchmarks/update_cost.py --device cuda --rounds 30 \
+        --methods ${METHODS:-pcgrad cagrad} ;;
+    throughput) run 300 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
+        --steps "${TSTEPS:-300}" --paths ${PATHS_:-fast graph} ;;
+    evaluation) run 120 python3 benchmarks/evaluation.py --device cuda --workers 16 \
+        --episodes 10 --envs-per-task 10 ;;
+    esac
+done
+echo "=== $(date +%T) done" | tee -a "$LOG"
