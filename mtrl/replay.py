@@ -143,4 +143,4 @@ class MultiTaskReplay:
                 )
             self.storage[key][:, :size] = value.to(self.device)
         self.pos, self.size = int(state["pos"]), size
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
