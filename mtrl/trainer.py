@@ -118,7 +118,6 @@ class Trainer:
             s.task_names,
             seed=cfg.seed,
             defer_checks=None if cfg.finite_checks == "auto" else cfg.finite_checks == "deferred",
-            capturable=cfg.compile is not False and self.device.type == "cuda",
         )
         self.update = make_updater(self.agent, cfg.compile)
         """One gradient update: ``agent.update`` or its CUDA graph replay (``compile``)."""

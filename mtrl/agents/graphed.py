@@ -12,6 +12,7 @@ come from torch's CUDA generator, which advances at every replay as it does eage
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -30,8 +31,6 @@ def graph_blocker(agent: MTSAC) -> str | None:
         return "CUDA graphs need device=cuda"
     if not agent.defer_checks:
         return "finite_checks=every_update syncs with the host in every update"
-    if not agent.capturable:
-        return "the optimizers were not built capturable"
     for network, aggregator in agent.aggregators.items():
         if not aggregator.runs_on_device():
             return f"the {network} aggregator {aggregator!r} solves on the host"
@@ -48,11 +47,14 @@ class GraphedUpdate:
     A restored agent (``load_state_dict`` replaces the optimizers' state tensors) is captured
     again.
 
-    :param agent: built with ``capturable=True`` and deferred checks, on a CUDA device.
+    :param agent: with deferred checks, on a CUDA device (its optimizers are made capturable
+        here, so before its first update).
     :param warmup: eager updates before the capture.
     """
 
     def __init__(self, agent: MTSAC, warmup: int = WARMUP_UPDATES) -> None:
+        if not agent.capturable:
+            agent.make_capturable()
         self.agent = agent
         self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -65,7 +67,7 @@ class GraphedUpdate:
     def __call__(self, batch: Batch, diagnostics: bool = False) -> dict[str, Any]:
         agent = self.agent
         if diagnostics or self.failed:
-            return agent.update(batch, diagnostics)
+            return self._eager(batch, diagnostics)
         if self._version != agent.state_version:
             self.graph, self._warmed, self._version = None, 0, agent.state_version
         if self.graph is not None and all(
@@ -80,11 +82,18 @@ class GraphedUpdate:
             return self._on_side_stream(batch)
         return self._capture(batch)
 
+    def _eager(self, batch: Batch, diagnostics: bool = False) -> dict[str, Any]:
+        """``agent.update`` outside the graph; torch's note that capturable optimizers step
+        slower outside a graph is expected here (warm-up, diagnostics, a failed capture)."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable=True.*", category=UserWarning)
+            return self.agent.update(batch, diagnostics)
+
     def _on_side_stream(self, batch: Batch) -> dict[str, Any]:
         stream = torch.cuda.Stream(self.agent.device)
         stream.wait_stream(torch.cuda.current_stream(self.agent.device))
         with torch.cuda.stream(stream):
-            metrics = self.agent.update(batch)
+            metrics = self._eager(batch)
         torch.cuda.current_stream(self.agent.device).wait_stream(stream)
         return metrics
 
@@ -101,7 +110,7 @@ class GraphedUpdate:
                 file=sys.stderr,
             )
             self.failed, self._static, self._out = True, {}, {}
-            return self.agent.update(batch)
+            return self._eager(batch)
         self.graph = graph
         graph.replay()  # the capture only recorded this update: now run it
         return {key: value.clone() for key, value in self._out.items()}

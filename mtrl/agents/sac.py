@@ -81,8 +81,8 @@ class MTSAC:
     :param defer_checks: record non-finite losses and gradients on the device and raise at
         ``raise_if_non_finite`` instead of in every update (no host sync per update); None:
         deferred on a GPU, every update on the CPU.
-    :param capturable: build the optimizers with ``capturable=True`` (their step counts stay on
-        the device), so the whole update can be captured in a CUDA graph (``GraphedUpdate``).
+    :param capturable: ``make_capturable()`` at once: the optimizers' step counts stay on the
+        device, so the whole update can be captured in a CUDA graph (``GraphedUpdate``).
     """
 
     def __init__(
@@ -132,13 +132,13 @@ class MTSAC:
         self.target_entropy = (
             float(-act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         )
-        if capturable and self.device.type != "cuda":
-            raise ValueError("capturable optimizers (CUDA graphs) need a CUDA device")
-        self.capturable = capturable
-        adam = {"eps": cfg.adam_eps, "capturable": capturable}
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, **adam)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, **adam)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, **adam)
+        eps = cfg.adam_eps
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=eps)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, eps=eps)
+        self.capturable = False
+        if capturable:
+            self.make_capturable()
         self.aggregators = {
             net: self._make_aggregator(net, seed + i, task_names)
             for i, net in enumerate(("critic", "actor"))
@@ -164,6 +164,19 @@ class MTSAC:
         self.state_version = 0
         """Bumped by ``load_state_dict``, which replaces optimizer state tensors (a captured
         CUDA graph of the update must then be captured again)."""
+
+    def make_capturable(self) -> None:
+        """Let the optimizers step inside a CUDA graph: their step counts live on the device.
+        ``load_state_dict`` keeps it so."""
+        if self.device.type != "cuda":
+            raise ValueError("capturable optimizers (CUDA graphs) need a CUDA device")
+        for optimizer in (self.actor_opt, self.critic_opt, self.alpha_opt):
+            for group in optimizer.param_groups:
+                group["capturable"] = True
+            for state in optimizer.state.values():  # restored from a run without graphs
+                if "step" in state:
+                    state["step"] = state["step"].to(self.device, torch.float32)
+        self.capturable = True
 
     def _make_aggregator(self, network: str, seed: int, task_names: list[str] | None) -> Aggregator:
         s = self.surgery_cfg
@@ -462,6 +475,8 @@ class MTSAC:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.alpha_opt.load_state_dict(state["alpha_opt"])
+        if self.capturable:  # the checkpoint's optimizer groups carry their own flag
+            self.make_capturable()
         for key, agg_state in state["aggregators"].items():
             self.aggregators[key].load_state_dict(agg_state)
         self.state_version += 1
