@@ -98,6 +98,7 @@ def aggregators_text() -> str:
         cls = aggregator_class(name)
         traits = [cls.kind]
         traits += [t for t in ("stochastic", "stateful") if getattr(cls, t)]
+        traits.append("device" if cls.device_solver else "host")
         paper = f"; {cls.paper}" if cls.paper else ""
         lines.append(f"{name}: {description} ({', '.join(traits)}{paper})")
         specs = option_specs(name).values()
@@ -110,6 +111,12 @@ def aggregators_text() -> str:
         lines.append("")
     lines.append(
         "stochastic methods are seeded by the run seed; stateful ones are saved in checkpoints"
+    )
+    lines.append(
+        "device: computed by tensor ops on the gradients' device, no host sync; host: on the CPU"
+    )
+    lines.append(
+        "(Gramian methods copy it there: a sync on a GPU); surgery.solver=auto: the device solver in a CUDA-graph update (compile)"
     )
     lines.append("use: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
     return "\n".join(lines)

@@ -44,7 +44,14 @@ def test_train_cheap_suite_writes_the_run_directory(tmp_path, capsys):
         p.name for p in run.iterdir()
     }
     config = yaml.safe_load((run / "config.yaml").read_text())
-    options = {"c": 0.5, "rescale": 1, "tol": 1e-10, "max_iter": 200}  # defaults filled in
+    options = {  # defaults filled in
+        "c": 0.5,
+        "rescale": 1,
+        "tol": 1e-10,
+        "max_iter": 200,
+        "solver": "auto",
+        "device_iters": 12,
+    }
     assert config["surgery"] == {"name": "cagrad", "networks": "both", "options": options}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 200 and set(summary["success"]) == {

@@ -24,7 +24,14 @@ def test_experiment_preset_and_overrides():
     assert cfg.name == "quickstart" and cfg.suite == "cheap4" and cfg.seed == 3
     assert cfg.surgery.name == "cagrad"
     # the resolved config holds every option of the aggregator, defaults filled in
-    assert cfg.surgery.options == {"c": 0.9, "rescale": 1, "tol": 1e-10, "max_iter": 200}
+    assert cfg.surgery.options == {
+        "c": 0.9,
+        "rescale": 1,
+        "tol": 1e-10,
+        "max_iter": 200,
+        "solver": "auto",
+        "device_iters": 12,
+    }
     assert cfg.agent.hidden == [32, 32] and cfg.agent_preset == "mtsac-small"
     assert cfg.agent.batch_size == 64  # from the preset
     assert cfg.eval.every == 7 and cfg.suite_overrides == {"max_episode_steps": 20}
@@ -36,7 +43,7 @@ def test_experiment_preset_and_overrides():
 def test_surgery_mapping_in_experiment():
     cfg = resolve_config({"surgery": {"name": "pcgrad", "reduction": "mean"}})
     assert cfg.surgery.name == "pcgrad"
-    assert cfg.surgery.options == {"reduction": "mean", "order": "per_task"}
+    assert cfg.surgery.options == {"reduction": "mean", "order": "per_task", "solver": "auto"}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,7 @@ def test_aggregator_option_values_are_read_by_their_types():
     assert cfg.surgery.options["c"] == 1.0 and isinstance(cfg.surgery.options["c"], float)
     assert cfg.surgery.options["rescale"] == 2
     cfg = resolve_config("quickstart", ["surgery.reduction=mean", "surgery.order=shared"])
-    assert cfg.surgery.options == {"reduction": "mean", "order": "shared"}
+    assert cfg.surgery.options == {"reduction": "mean", "order": "shared", "solver": "auto"}
 
 
 # Each bad value gives one line naming the key, the value and what is allowed.

@@ -31,7 +31,7 @@ METAWORLD_PLUS = {
 }
 SURGERY = {
     "mtsac": ("mean", {}),
-    "pcgrad": ("pcgrad", {"reduction": "mean", "order": "shared"}),
+    "pcgrad": ("pcgrad", {"reduction": "mean", "order": "shared", "solver": "auto"}),
 }
 CAGRAD_C = {"mt10": 0.9, "mt50": 0.5}  # the CAGrad paper's MTRL runs
 

@@ -32,6 +32,7 @@ def gradient_diagnostics(
 ) -> GradientDiagnostics:
     """Diagnostics for G [T, P] (flat or blocks); reuses the Gramian and weights in ``result``."""
     gram = result.gram if result is not None and result.gram is not None else gramian(G)
+    gram = gram.to(device="cpu", dtype=torch.float64)  # a device solver's Gramian stays on G's
     norms = gram.diagonal().clamp_min(0).sqrt()
     denom = torch.outer(norms, norms)
     cosine = torch.where(denom > 0, gram / denom.clamp_min(1e-300), torch.zeros_like(gram))

@@ -42,8 +42,15 @@ class TaskGradients:
 
     def gramian(self) -> Tensor:
         """G Gᵀ in float64 on the CPU: the T x T input of every weighting's solver."""
-        gram = sum(r @ r.T for r in self.rows())
-        return gram.to(device="cpu", dtype=torch.float64)
+        return self._gram_sum().to(device="cpu", dtype=torch.float64)
+
+    def device_gramian(self) -> Tensor:
+        """G Gᵀ in float64 on G's device (no host copy): the input of the device solvers.
+        The same values as ``gramian`` (summed in G's dtype, then converted)."""
+        return self._gram_sum().to(dtype=torch.float64)
+
+    def _gram_sum(self) -> Tensor:
+        return sum(r @ r.T for r in self.rows())  # type: ignore[return-value]
 
     def combine(self, weights: Tensor) -> list[Tensor]:
         """wᵀG as one direction block per parameter, each shaped like the parameter."""

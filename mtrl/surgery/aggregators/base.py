@@ -55,7 +55,9 @@ class Aggregator:
     one fused backward, see ``LossWeighting``), ``paper`` (short citation, e.g. ``Yu et al.
     2020``), ``needs_grads`` (False for loss-balancing methods), ``stochastic`` (draws random
     numbers; its ``__init__`` takes ``seed``, which runs set from the run seed), ``stateful``
-    (keeps state across updates, saved in checkpoints through ``state_dict``/``load_state_dict``).
+    (keeps state across updates, saved in checkpoints through ``state_dict``/``load_state_dict``),
+    ``device_solver`` (computes its weights or direction with tensor ops on the gradients'
+    device, without a host sync: for a ``Weighting``, it has ``device_weights``).
     """
 
     name: ClassVar[str] = ""
@@ -65,12 +67,17 @@ class Aggregator:
     needs_grads: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
+    device_solver: ClassVar[bool] = False
 
     check_finite: bool = True
     check_direction: bool = True
     """Check the direction for NaN/inf after combining (a host sync on a GPU); a caller that
     checks later, such as MT-SAC's deferred checks, turns it off."""
     task_names: list[str] | None = None
+    in_cuda_graph: bool = False
+    """Set by ``GraphedUpdate`` for the aggregators of the update it captures (and of its eager
+    warm-up updates, so they compute what the graph computes): a ``Weighting`` with
+    ``solver=auto`` then takes its device path for gradients on a GPU."""
 
     def __call__(self, G: Tensor | TaskGradients) -> Tensor | list[Tensor]:
         return self.aggregate(G).direction
@@ -133,17 +140,48 @@ class Aggregator:
 
 
 class Weighting(Aggregator):
-    """An aggregator whose direction is ``weights @ G`` with weights computed from the Gramian."""
+    """An aggregator whose direction is ``weights @ G`` with weights computed from the Gramian.
+
+    The host path copies the Gramian to the CPU in float64 (a sync on a GPU) and calls
+    ``weights``. A class with ``device_solver = True`` also has ``device_weights``, pure tensor
+    ops on G's device (no sync; capturable in a CUDA graph), chosen by its ``solver`` option:
+    ``auto`` (the device path in an update replayed from a CUDA graph, see ``in_cuda_graph``;
+    the host path otherwise, where it is faster: a device solver is many small kernels, each
+    launched on its own outside a graph), ``host`` or ``device``.
+    """
+
+    solver: str = "host"
+    """``auto``, ``host`` or ``device``: which path a class with ``device_solver`` takes."""
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
+        if self._use_device(G):
+            gram = G.device_gramian()
+            # with deferred checks (check_direction off) the caller checks on the device later
+            if self.check_finite and self.check_direction and not bool(torch.isfinite(gram).all()):
+                self.raise_non_finite(G)
+            return Aggregation([], self.device_weights(gram).to(dtype=G.dtype), gram)
         gram = G.gramian()
         if self.check_finite and not bool(torch.isfinite(gram).all()):
             self.raise_non_finite(G)
         weights = self.weights(gram).to(device=G.device, dtype=G.dtype)
         return Aggregation([], weights, gram)
 
+    def _use_device(self, G: TaskGradients) -> bool:
+        """Whether this aggregation takes the device path (see the class docstring)."""
+        if not self.device_solver or self.solver == "host":
+            return False
+        return self.solver == "device" or (self.in_cuda_graph and G.device.type != "cpu")
+
+    def runs_on_device(self) -> bool:
+        return self.device_solver and self.solver != "host"
+
     def weights(self, gram: Tensor) -> Tensor:
         """Task weights [T] (float64, CPU) from the T x T Gramian."""
+        raise NotImplementedError
+
+    def device_weights(self, gram: Tensor) -> Tensor:
+        """Task weights [T] (float64, on gram's device) from the T x T Gramian (float64, on G's
+        device), by tensor ops only: no host sync, no data-dependent control flow or shapes."""
         raise NotImplementedError
 
 
@@ -168,6 +206,7 @@ class LossWeighting(Aggregator):
 
     kind: ClassVar[str] = "loss"
     needs_grads: ClassVar[bool] = False
+    device_solver: ClassVar[bool] = True  # ``weights`` is tensor ops on the losses' device
     needs: ClassVar[frozenset[str]] = frozenset()
     last_weights: Tensor | None = None
 

@@ -16,6 +16,7 @@ class Mean(Aggregator):
 
     description = "average of the task gradients (the plain multi-task baseline)"
     paper = "multi-task SAC, Yu et al. 2019 (Meta-World)"
+    device_solver = True
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         tasks = G.num_tasks
@@ -30,6 +31,7 @@ class Sum(Aggregator):
     """The sum of the task gradients: the gradient of the summed loss."""
 
     description = "sum of the task gradients"
+    device_solver = True
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         return Aggregation([], torch.ones(G.num_tasks, dtype=G.dtype, device=G.device))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -14,9 +14,10 @@ from torch import Tensor
 from mtrl.configtypes import Float, Int
 from mtrl.surgery.aggregators.base import Weighting
 from mtrl.surgery.aggregators.blas import single_blas_thread
+from mtrl.surgery.aggregators.device_solvers import CAGRAD_ITERS, cagrad_weights_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 
-_EPS = 1e-8
+_EPS = 1e-8  # device_solvers.EPS
 
 
 def cagrad_dual(gram: np.ndarray, c: float, tol: float, max_iter: int) -> np.ndarray:
@@ -60,12 +61,22 @@ class CAGrad(Weighting):
     :param c: the ball's radius relative to ‖g0‖ (0.4 official default; 0.9 on MT10 and 0.5 on
         MT50 in the paper).
     :param rescale: 0 none, 1 divide by 1+c² (official default), 2 divide by 1+c.
-    :param tol: the dual solver's tolerance (SLSQP ``ftol`` on the normalised problem).
-    :param max_iter: the dual solver's iteration cap.
+    :param tol: the host solver's tolerance (SLSQP ``ftol`` on the normalised problem).
+    :param max_iter: the host solver's iteration cap.
+    :param solver: where the dual is solved: ``host`` (SLSQP, after copying the Gramian to the
+        CPU: a sync on a GPU), ``device`` (a fixed number of interior-point steps in tensor ops
+        on the gradients' device, no sync, capturable in a CUDA graph) or ``auto`` (the device
+        in an update replayed from a CUDA graph, ``compile``; else the host, faster there).
+    :param device_iters: interior-point steps of the device solver (from 10 the test problems
+        were solved exactly).
+
+    The device path (``cagrad_weights_device``) solves the dual through a batch of quadratic
+    programs; ``last_dual`` (the dual weights, for inspection) is set by the host path only.
     """
 
     description = "best worst-task improvement within a ball around the mean gradient"
     paper = "Liu et al. 2021"
+    device_solver = True
 
     def __init__(
         self,
@@ -73,8 +84,11 @@ class CAGrad(Weighting):
         rescale: Annotated[Int, Ge(0), Le(2)] = 1,
         tol: Annotated[Float, Gt(0)] = 1e-10,
         max_iter: Annotated[Int, Ge(1)] = 200,
+        solver: Literal["auto", "host", "device"] = "auto",
+        device_iters: Annotated[Int, Ge(1)] = CAGRAD_ITERS,
     ):
         self.c, self.rescale, self.tol, self.max_iter = float(c), int(rescale), tol, max_iter
+        self.solver, self.device_iters = solver, int(device_iters)
         self.last_dual: np.ndarray | None = None
 
     def weights(self, gram: Tensor) -> Tensor:
@@ -97,5 +111,15 @@ class CAGrad(Weighting):
             weights = weights / (1 + self.c)
         return torch.from_numpy(np.asarray(weights, dtype=np.float64))
 
+    def device_weights(self, gram: Tensor) -> Tensor:
+        return cagrad_weights_device(gram, self.c, self.device_iters, self.rescale)
+
     def options(self) -> dict[str, Any]:
-        return {"c": self.c, "rescale": self.rescale, "tol": self.tol, "max_iter": self.max_iter}
+        return {
+            "c": self.c,
+            "rescale": self.rescale,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "solver": self.solver,
+            "device_iters": self.device_iters,
+        }

@@ -82,6 +82,7 @@ class GradDrop(Aggregator):
     paper = "Chen et al. 2020"
     stochastic = True
     stateful = True  # the random generator of the draws
+    device_solver = True  # elementwise on G's device, with a generator there
 
     def __init__(self, leak: Annotated[Float, Ge(0), Le(1)] = 0.0, seed: int | None = None):
         self.leak = float(leak)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.device_solvers import pcgrad_weights_device, random_order_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 
 
@@ -47,25 +48,39 @@ class PCGrad(Weighting):
         permutation drawn for each task (the paper's Algorithm 1), or ``shared``, one random
         permutation of all tasks per update that every task follows, skipping itself (the
         official code and the Meta-World+ reference).
+    :param solver: where the weights are computed: ``host`` (numpy, after copying the Gramian
+        to the CPU: a sync on a GPU), ``device`` (tensor ops on the gradients' device, no sync,
+        capturable in a CUDA graph) or ``auto`` (the device in an update replayed from a CUDA
+        graph, ``compile``; else the host, faster there).
     :param seed: seeds the random orders (None: fresh entropy); not an option: runs pass their
         seed.
+
+    The device path computes the same coefficients (``pcgrad_weights_device``) but draws the
+    orders from torch's random numbers on the gradients' device (``random_order_device``), not
+    from the seeded numpy generator that ``state_dict`` saves: on a GPU the stream of orders
+    differs from the CPU's, equally random, and is seeded by the run's torch seed (CUDA graph
+    replays draw new orders). ``device_generator``, when set, is used for those draws instead.
     """
 
     description = "project each task gradient off the ones it conflicts with, then combine"
     paper = "Yu et al. 2020"
     stochastic = True
     stateful = True  # the random generator of the task orders
+    device_solver = True
 
     def __init__(
         self,
         reduction: Literal["sum", "mean"] = "sum",
         order: Literal["per_task", "shared"] = "per_task",
+        solver: Literal["auto", "host", "device"] = "auto",
         seed: int | None = None,
     ) -> None:
         self.reduction = reduction
         self.order = order
+        self.solver = solver
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self.device_generator: torch.Generator | None = None
 
     def random_order(self, tasks: int) -> np.ndarray:
         """For each task a random order of the other tasks, shape [T, T-1]."""
@@ -84,8 +99,22 @@ class PCGrad(Weighting):
             weights /= gram_np.shape[0]
         return torch.from_numpy(weights)
 
+    def device_weights(self, gram: Tensor) -> Tensor:
+        tasks = gram.shape[0]
+        shared = self.order == "shared"
+        order = random_order_device(tasks, shared, gram.device, self.device_generator)
+        weights = pcgrad_weights_device(gram, order).sum(dim=0)
+        if self.reduction == "mean":
+            weights = weights / tasks
+        return weights
+
     def options(self) -> dict[str, Any]:
-        return {"reduction": self.reduction, "order": self.order, "seed": self.seed}
+        return {
+            "reduction": self.reduction,
+            "order": self.order,
+            "solver": self.solver,
+            "seed": self.seed,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state}

@@ -1,0 +1,279 @@
+"""Device-side weight solvers for PCGrad and CAGrad: tensor ops only, on the Gramian's device.
+
+No host sync (no ``.item()``, ``bool(tensor)``, ``.cpu()``, ``.numpy()``), a fixed number of
+steps and no data-dependent shapes, so one aggregation can be recorded in a CUDA graph and
+replayed; on the CPU they compute what the host solvers compute (PCGrad exactly, CAGrad to the
+tolerance its tests check).
+
+CAGrad's dual ``min_{w in simplex} wᵀA b + s sqrt(wᵀA w + eps)`` is solved through the family of
+quadratic programs ``x(κ) = argmin_{x in hull(G)} ‖x + κ g0‖²`` (g0 the mean gradient): the
+dual's solution is ``x(κ*)`` at the unique κ* with ``κ* s = sqrt(‖x(κ*)‖² + eps)``, and
+``sqrt(‖x(κ)‖² + eps) / κ`` decreases with κ. Every QP of a log-spaced grid of κ is solved
+at once (batched) by a fixed number of Mehrotra predictor-corrector interior-point steps, the
+grid cell where the condition changes sign is found by counting, and κ* inside it follows from
+a quadratic equation, x(κ) being piecewise linear in κ. A last step solves the KKT system on
+the support of either end of the cell and keeps the result where it is optimal, which makes
+the solution exact to rounding. First-order methods (accelerated projected gradient) need
+thousands of steps on problems with more tasks than parameters, where the hull's faces are
+badly conditioned; the interior-point steps do not.
+
+Cost: 51 tensor ops per interior-point step and 189 around them (801 aten ops in all
+at the default 12 steps), the same sequence for every input of a given shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+EPS = 1e-8
+"""CAGrad's smoothing constant (the official code's 1e-8, as in ``cagrad.py``)."""
+
+CAGRAD_ITERS = 12
+"""Interior-point steps per CAGrad solve: from 10 every test problem was solved exactly (the
+support step), 8 gave direction cosines above 0.9999; 12 leave a margin."""
+
+CAGRAD_POINTS = 256
+"""Values of κ solved at once; the cell between two of them bounds the interpolation error."""
+
+_TAU = 0.99
+"""Fraction of the step to the boundary of the positive orthant that an interior step takes."""
+
+_REG = 1e-13
+"""Added to the diagonal of each QP's Hessian (the Gramian is normalised to mean diagonal 1):
+keeps the Newton systems positive definite when the Gramian is singular (T > P)."""
+
+
+def pcgrad_weights_device(gram: Tensor, order: Tensor) -> Tensor:
+    """Coefficients C [T, T] with ``C @ G`` the projected gradients of PCGrad, on gram's device.
+
+    The transcription of ``pcgrad.pcgrad_weights``: T-1 steps, one position of every task's
+    order at a time; task i removes the component of its current projected gradient along the
+    original g_j when the two conflict, a zero gradient never conflicting.
+
+    :param gram: the Gramian G Gᵀ [T, T] (float64 for results equal to the host's to ~1e-12).
+    :param order: [T, T-1] long on gram's device; row i a permutation of the tasks other than i.
+    """
+    tasks = gram.shape[0]
+    coeffs = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
+    sq_norms = gram.diagonal()
+    by_position = order.T.contiguous()  # [T-1, T]: the task each task visits at each position
+    neg_rows = -gram[by_position]  # [T-1, T, T]: -g_j's row of the Gramian, per position and task
+    # A zero gradient never conflicts: dividing by inf gives a zero step.
+    safe = torch.where(sq_norms > 0, sq_norms, torch.inf)[by_position]
+    for k in range(order.shape[1]):
+        neg_dots = (coeffs * neg_rows[k]).sum(dim=1)  # -<g_i^PC, g_j>
+        step = neg_dots.clamp(min=0) / safe[k]  # -(dots / |g_j|²) where they conflict, else 0
+        coeffs.scatter_add_(1, by_position[k].unsqueeze(1), step.unsqueeze(1))
+    return coeffs
+
+
+def random_order_device(
+    tasks: int,
+    shared: bool,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """For each task a random order of the other tasks, [T, T-1] long, drawn on ``device``.
+
+    ``shared``: one random permutation of the tasks, which every task follows skipping itself;
+    else an independent permutation per task. Each row sorts random keys with the task's own
+    key pushed last, so no data-dependent shapes. The keys come from torch's global generator
+    on ``device`` (a CUDA graph replay draws new orders) unless ``generator`` is given.
+    """
+    rows = 1 if shared else tasks
+    keys = torch.rand((rows, tasks), generator=generator, device=device, dtype=torch.float64)
+    self_last = torch.eye(tasks, dtype=torch.bool, device=keys.device)
+    keys = keys.expand(tasks, tasks).masked_fill(self_last, 2.0)  # keys lie in [0, 1)
+    return keys.argsort(dim=1, stable=True)[:, : tasks - 1]
+
+
+def cagrad_weights_device(
+    gram: Tensor,
+    c: float,
+    iters: int = CAGRAD_ITERS,
+    rescale: int = 0,
+    points: int = CAGRAD_POINTS,
+) -> Tensor:
+    """CAGrad's task weights ``(1/T + λ w) / rescale`` [T] from the Gramian, on gram's device.
+
+    The same quantities as ``CAGrad.weights``: A the Gramian over its mean diagonal, w the dual
+    solution (``cagrad_dual_device``), ``λ = (c ‖g0‖ + eps) / (‖g_w‖ + eps)``. ``c = 0`` gives
+    the mean weights exactly, and so does a Gramian that is zero or not finite (the host path
+    checks the latter before solving).
+
+    :param gram: the Gramian G Gᵀ [T, T], float64.
+    :param iters: interior-point steps of the dual solver.
+    :param rescale: 0 none, 1 divide by 1 + c², 2 divide by 1 + c.
+    :param points: values of κ solved at once.
+    """
+    tasks = gram.shape[0]
+    mean_weights = torch.full((tasks,), 1.0 / tasks, dtype=gram.dtype, device=gram.device)
+    if c == 0:
+        weights = mean_weights
+    else:
+        scale = gram.diagonal().mean()
+        # a NaN/inf gradient makes its diagonal entry, and so the mean, NaN or inf; finite
+        # diagonals bound every entry (|G_ij| <= sqrt(G_ii G_jj))
+        valid = (scale > 0) & (scale < torch.inf)
+        a = torch.where(valid, gram / scale, 0.0)  # no NaN below even for an invalid Gramian
+        w = cagrad_dual_device(a, c, iters, points)
+        g0_norm = torch.sqrt(a.mean().clamp(min=0) + EPS)
+        gw_norm = torch.sqrt((w @ a @ w).clamp(min=0))
+        lam = (c * g0_norm + EPS) / (gw_norm + EPS)
+        weights = torch.where(valid, mean_weights + lam * w, mean_weights)
+    if rescale == 1:
+        weights = weights / (1 + c**2)
+    elif rescale == 2:
+        weights = weights / (1 + c)
+    return weights
+
+
+def cagrad_dual_device(
+    a: Tensor, c: float, iters: int = CAGRAD_ITERS, points: int = CAGRAD_POINTS
+) -> Tensor:
+    """The minimiser w [T] over the simplex of ``wᵀA b + s sqrt(wᵀA w + eps)``, b = 1/T and
+    ``s = c sqrt(mean(A) + eps) + eps``, for a Gramian A normalised to mean diagonal 1.
+
+    With g0 = Gᵀb, s ‖x‖ = min over λ > 0 of s (‖x‖²/λ + λ)/2, so the solution is the QP
+    solution ``x(κ) = argmin ‖x + κ g0‖²`` over the hull at the κ where ``κ s = sqrt(‖x(κ)‖²
+    + eps)``. The grid spans every possible κ: below ``sqrt(eps) / (2s)`` the left side is the
+    smaller, above ``2 sqrt(max_i A_ii + eps) / s`` the larger (‖x‖² <= max_i A_ii).
+    """
+    ab = a.mean(dim=1)
+    s = c * torch.sqrt(a.mean().clamp(min=0) + EPS) + EPS
+    log_s = torch.log(s)
+    low = 0.5 * math.log(EPS) + math.log(0.5) - log_s
+    high = 0.5 * torch.log(a.diagonal().amax().clamp(min=0) + EPS) + math.log(2.0) - log_s
+    grid = torch.linspace(0.0, 1.0, points, dtype=a.dtype, device=a.device)
+    kappa = torch.exp(torch.lerp(low, high, grid))  # [K]
+    # x(κ): min ½ wᵀA w + κ bᵀA w, divided by 1 + κ so that every QP has entries O(1)
+    theta = kappa / (1 + kappa)
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    hessians = (1 - theta)[:, None, None] * a + _REG * eye
+    W, Z = simplex_qp_device(hessians, theta[:, None] * ab, iters)  # [K, T] each
+    # the sign of κ s - sqrt(‖x(κ)‖² + eps) changes once, after the count of negative values
+    q = ((W @ a) * W).sum(dim=1)
+    below = (kappa * s < torch.sqrt(q.clamp(min=0) + EPS)).sum()
+    first = (below - 1).clamp(min=0, max=points - 2)
+    pair = torch.stack([first, first + 1])
+    (k0, k1), (w0, w1) = kappa[pair], W[pair]
+    # on the cell x(κ) is linear (if no breakpoint lies inside): (κ s)² = ‖x‖² + eps is
+    # quadratic in the position t in [0, 1], negative at t = 0
+    dk, dw = k1 - k0, w1 - w0
+    a_dw = a @ dw
+    s2 = s * s
+    qa = dk * dk * s2 - dw @ a_dw
+    qb = 2 * (k0 * dk * s2 - w0 @ a_dw)
+    qc = k0 * k0 * s2 - w0 @ a @ w0 - EPS
+    root = 2 * qc / (-qb - torch.sqrt((qb * qb - 4 * qa * qc).clamp(min=0)))
+    t = torch.nan_to_num(root, nan=0.0).clamp(0, 1)
+    w = w0 + t * dw
+    # exact where the support of an end of the cell is the solution's (it is unless two
+    # breakpoints of x(κ) fall in the cell): the first candidate that is optimal replaces w
+    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair])
+    w = torch.where(optimal[0], exact[0], torch.where(optimal[1], exact[1], w)).clamp(min=0)
+    return w / w.sum()
+
+
+def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tuple[Tensor, Tensor]:
+    """For each candidate support S [C, T] (bool): the dual's solution if it is supported on S,
+    and whether that solution is optimal (C bools), with the host's tolerance ~1e-9.
+
+    On S the QP's KKT system ``A_SS w_S + κ (Ab)_S + ν 1 = 0, Σ w_S = 1`` is linear, so
+    ``w = p + κ r`` and ``(κ s)² = wᵀA w + eps`` is a quadratic in κ. With Σ w_S = 1 the
+    system reads ``(A_SS + 11ᵀ) w_S + κ (Ab)_S + (ν - 1) 1 = 0``, whose matrix is positive
+    definite where the solution on S is unique: one Cholesky factorisation, two right sides.
+    The result is optimal if w >= 0 and no task off S has a negative reduced cost
+    ``(A w + κ A b)_i + ν``; a failed factorisation (e.g. duplicate tasks on S) is not.
+    """
+    m = support.to(a.dtype)
+    mm = m[:, :, None] * m[:, None, :]
+    chol, info = torch.linalg.cholesky_ex((a + 1.0) * mm + torch.diag_embed(1 - m))
+    uy = _cholesky_solve(chol, torch.stack([m, -ab * m], dim=2))  # [C, T, 2]
+    u, y = uy[:, :, 0], uy[:, :, 1]
+    u_sum, y_sum = u.sum(dim=1, keepdim=True), y.sum(dim=1, keepdim=True)
+    p, r = u / u_sum, y - (y_sum / u_sum) * u  # w = p + κ r
+    nu_p, nu_r = 1 - 1 / u_sum, y_sum / u_sum  # ν = ν_p + κ ν_r
+    ap, ar = p @ a, r @ a
+    qa = s * s - (ar * r).sum(dim=1)
+    qb = -2 * (ap * r).sum(dim=1)
+    qc = -(ap * p).sum(dim=1) - EPS
+    kappa = (2 * qc / (-qb - torch.sqrt((qb * qb - 4 * qa * qc).clamp(min=0))))[:, None]
+    w = p + kappa * r
+    reduced = ap + kappa * (ar + ab) + nu_p + kappa * nu_r
+    scale = a.diagonal().amax() * (1 + kappa)
+    feasible = (w >= -1e-9) & (support | (reduced >= -1e-9 * scale))
+    optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & (kappa[:, 0] > 0) & (info == 0)
+    return w, optimal
+
+
+def _cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
+    """X with L Lᵀ X = rhs, batched, by two triangular solves (cuBLAS on CUDA: capturable in a
+    CUDA graph, unlike the batched ``torch.cholesky_solve``, which allocates in MAGMA)."""
+    y = torch.linalg.solve_triangular(chol, rhs, upper=False)
+    return torch.linalg.solve_triangular(chol.mT, y, upper=True)
+
+
+def simplex_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+    """Minimisers w [K, T] of ``½ wᵀ H_k w + p_kᵀ w`` over the simplex, for K problems at once,
+    and their dual slacks z [K, T] (w_i > z_i marks the support).
+
+    A fixed number of Mehrotra predictor-corrector steps of a primal-dual interior-point method
+    from w = 1/T (so Σw = 1 holds throughout), duals z = 1; each step solves the Newton system
+    ``(H + diag(z/w)) Δw + Δν 1 = -r`` with one Cholesky factorisation, eliminating Δν through
+    ``1ᵀΔw = 0``. Steps stop short of the orthant's boundary (fraction 0.99).
+
+    :param hessians: [K, T, T] positive definite.
+    :param linear: [K, T].
+    """
+    tasks = linear.shape[1]
+    w = torch.full_like(linear, 1.0 / tasks)
+    X = torch.stack([w, torch.ones_like(w)], dim=1)  # [K, 2, T]: primal w, dual z
+    nu = torch.zeros_like(linear[:, :1])
+    ones = torch.ones_like(linear).unsqueeze(2)
+    # minus the fractions of the step to the boundary, made on the device (no host copy)
+    full, short = (torch.full((), -f, dtype=linear.dtype, device=linear.device) for f in (1, _TAU))
+    for _ in range(iters):
+        w, z = X[:, 0], X[:, 1]
+        grad = torch.baddbmm(linear.unsqueeze(2), hessians, w.unsqueeze(2)).squeeze(2) + nu
+        dual_res = grad - z  # Hw + p + ν - z
+        ratio = z / w
+        chol = torch.linalg.cholesky_ex(hessians + torch.diag_embed(ratio))[0]
+        v = _cholesky_solve(chol, ones).squeeze(2)  # (H + Z/W)⁻¹ 1
+        v_sum = v.sum(dim=1, keepdim=True)
+        wz = w * z
+        mu = wz.mean(dim=1, keepdim=True)
+        # predictor (affine scaling): complementarity target 0, so rhs = dual_res + z = grad
+        dw, _ = _newton(chol, v, v_sum, grad)
+        dz = -torch.addcmul(z, ratio, dw)
+        step = torch.stack([dw, dz], dim=1)
+        alpha = _step_to_boundary(X, step, full)
+        mu_affine = torch.addcmul(X, alpha, step).prod(dim=1).mean(dim=1, keepdim=True)
+        sigma_mu = (mu_affine / mu) ** 3 * mu
+        # corrector: centring plus the second-order term of the predictor
+        comp = torch.addcmul(wz, dw, dz) - sigma_mu
+        dw, t = _newton(chol, v, v_sum, dual_res + comp / w)
+        dz = -torch.addcmul(comp, z, dw) / w
+        step = torch.stack([dw, dz], dim=1)
+        alpha = _step_to_boundary(X, step, short)
+        X = torch.addcmul(X, alpha, step)
+        nu = torch.addcmul(nu, alpha[:, 1], t, value=-1)
+    return X[:, 0], X[:, 1]
+
+
+def _newton(chol: Tensor, v: Tensor, v_sum: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """Δw with ``(H + Z/W) Δw + Δν 1 = -rhs`` and ``1ᵀΔw = 0``, and t = -Δν, given the
+    Cholesky factor ``chol`` of H + Z/W and v = (H + Z/W)⁻¹ 1 with its sum."""
+    u = _cholesky_solve(chol, rhs.unsqueeze(2)).squeeze(2)
+    t = u.sum(dim=1, keepdim=True) / v_sum
+    return t * v - u, t
+
+
+def _step_to_boundary(X: Tensor, step: Tensor, minus_fraction: Tensor) -> Tensor:
+    """[K, 2, 1]: min(1, fraction x the largest α keeping X + α step >= 0), per row and part
+    (w and z), for X > 0 and ``minus_fraction`` = -fraction, a 0-d tensor."""
+    most_negative = (step / X).amin(dim=2, keepdim=True)
+    return torch.div(minus_fraction, most_negative.clamp(max=minus_fraction))
