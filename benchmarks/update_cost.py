@@ -33,7 +33,7 @@ from mtrl.agents import MTSAC, polyak_update
 from mtrl.agents.graphed import WARMUP_UPDATES, GraphedUpdate, graph_blocker
 from mtrl.agents.networks import squashed_sample
 from mtrl.config import resolve_config
-from mtrl.surgery import aggregator_class, list_aggregators
+from mtrl.surgery import aggregator_class, list_aggregators, option_specs
 
 OBS, ACT = 39, 4
 EXPERIMENT = {"mean": "mtsac", "pcgrad": "pcgrad", "cagrad": "cagrad"}
@@ -86,6 +86,8 @@ def make_agent(
     experiment = EXPERIMENT.get(method)
     overrides = [] if experiment or method == "plain" else [f"surgery={method}"]
     overrides += [f"agent.task_grads={PATHS[path]}", f"agent.network={network}"]
+    if path == "graph" and method != "plain" and "solver" in option_specs(method):
+        overrides.append("surgery.solver=device")  # what solver=auto takes in a graph
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)
     torch.manual_seed(0)
     graph = path == "graph"

@@ -55,6 +55,8 @@ class GraphedUpdate:
     def __init__(self, agent: MTSAC, warmup: int = WARMUP_UPDATES) -> None:
         if not agent.capturable:
             agent.make_capturable()
+        for aggregator in agent.aggregators.values():
+            aggregator.in_cuda_graph = True  # solver=auto: the device solvers, captured
         self.agent = agent
         self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None

@@ -79,3 +79,15 @@ def test_polyak_update_moves_every_target_parameter_by_tau():
         before, agent.critic_target.parameters(), agent.critic.parameters(), strict=True
     ):
         torch.testing.assert_close(p, 0.75 * b + 0.25 * s)
+
+
+def test_solver_auto_takes_the_device_path_only_in_a_graph_update_on_a_gpu():
+    from mtrl.surgery.taskgrads import TaskGradients
+
+    G = TaskGradients([torch.randn(3, 5)])
+    auto = get_aggregator("cagrad", solver="auto")
+    assert auto.runs_on_device() and not auto._use_device(G)
+    auto.in_cuda_graph = True
+    assert not auto._use_device(G)  # the gradients are on the CPU
+    assert get_aggregator("cagrad", solver="device")._use_device(G)
+    assert not get_aggregator("pcgrad", solver="host").runs_on_device()
