@@ -7,6 +7,8 @@ import copy
 import numpy as np
 import pytest
 import torch
+from test_resume import ARGS as RESUME_ARGS
+from test_resume import comparable
 
 from mtrl.agents import MTSAC
 from mtrl.agents.graphed import GraphedUpdate, graph_blocker, make_updater
@@ -91,21 +93,8 @@ def test_compile_auto_captures_on_the_gpu_where_nothing_blocks_it():
     assert isinstance(make_updater(mt10_agent("mt10-cagrad"), "auto"), GraphedUpdate)
 
 
-ARGS = [
-    "quickstart",
-    "surgery=pcgrad",
-    "device=cuda",
-    "compile=true",
-    "warmup=30",
-    "eval.every=40",
-    "eval.episodes=2",
-    "logger.every=20",
-    "checkpoint.every=40",
-    "agent.hidden=[32, 32]",
-    "agent.batch_size=16",
-    "suite.max_episode_steps=15",
-    "logger.progress=false",
-]
+ARGS = [*RESUME_ARGS, "device=cuda", "compile=true"]
+"""The CPU resume test's short run (PCGrad on the cheap suite), on the GPU with CUDA graphs."""
 
 
 def test_a_compiled_run_resumes_exactly(tmp_path):
@@ -115,12 +104,8 @@ def test_a_compiled_run_resumes_exactly(tmp_path):
     (run_a,) = straight.iterdir()
     (run_b,) = split.iterdir()
     assert main(["train", f"resume={run_b}", "steps=100"]) == 0
-
-    def comparable(path):
-        rows = read_metrics(path / "metrics.jsonl")
-        return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
-
-    assert comparable(run_a) == comparable(run_b)
+    rows_a, rows_b = read_metrics(run_a / "metrics.jsonl"), read_metrics(run_b / "metrics.jsonl")
+    assert comparable(rows_a) == comparable(rows_b)
 
 
 def test_replay_on_the_gpu_stores_what_the_cpu_replay_stores():
