@@ -42,6 +42,31 @@ def reference_moore(in_features: int, out: int, experts=4, width=400, depth=3):
     return dense(T, experts, bias=False) + experts * expert + T * dense(width, out)
 
 
+def reference_paco(in_features: int, out: int, sets=5, width=400, depth=3):
+    """Parameters of metaworld_algorithms/nn/paco.py (@30c9991): w_tau, a Dense (with bias) from
+    the task id to the K set weights, then depth CompositionalDense layers of width and a
+    CompositionalDense head, each K Dense layers, on the observation without the task id.
+    MT10 actor: 55 + 5 * 16,000 + 2 * 5 * 160,400 + 5 * 3,208 = 1,700,095; critic (twice):
+    55 + 5 * 17,600 + 2 * 5 * 160,400 + 5 * 401 = 1,694,060."""
+    torso = dense(in_features, width) + dense(width, width) * (depth - 1) + dense(width, out)
+    return dense(T, sets) + sets * torso
+
+
+def reference_care(in_features: int, out: int, experts=6, enc_w=50, enc_d=2, emb=50, width=400):
+    """Parameters of metaworld_algorithms/nn/care.py (@30c9991): nn.Embed, the context MLP
+    ("task_embedding_mlp": enc_d layers of enc_w, head emb), the attention MLP (head K), K expert
+    MLPs on the observation without the task id (head emb), the torso MLP on [encoder, context]
+    (3 x width, head). MT10 actor: 500 + 7,650 + 5,406 + 6 * 7,100 + 364,408 = 420,564; critic
+    (twice): 500 + 7,650 + 5,406 + 6 * 7,300 + 361,601 = 418,957."""
+    embed = T * emb
+    encoder = dense(enc_w, enc_w) * (enc_d - 1)  # the hidden layers after the first
+    context = dense(emb, enc_w) + encoder + dense(enc_w, emb)
+    attention = dense(emb, enc_w) + encoder + dense(enc_w, experts)
+    expert = dense(in_features, enc_w) + encoder + dense(enc_w, emb)
+    torso = dense(2 * emb, width) + dense(width, width) * 2 + dense(width, out)
+    return embed + context + attention + experts * expert + torso
+
+
 REFERENCE = {
     # actor: obs -> mean and log-std; critic: twice (action, obs) -> Q
     "mlp": (reference_mlp(OBS + T, 2 * ACT), 2 * reference_mlp(OBS + T + ACT, 1)),
@@ -52,6 +77,9 @@ REFERENCE = {
     # FiLM and MOORE drop the task id from their encoders' input
     "film": (reference_film(OBS, 2 * ACT), 2 * reference_film(OBS + ACT, 1)),
     "moore": (reference_moore(OBS, 2 * ACT), 2 * reference_moore(OBS + ACT, 1)),
+    # PaCo and CARE too (the reference's QValueFunction input is (action, state), task id last)
+    "paco": (reference_paco(OBS, 2 * ACT), 2 * reference_paco(OBS + ACT, 1)),
+    "care": (reference_care(OBS, 2 * ACT), 2 * reference_care(OBS + ACT, 1)),
 }
 
 
@@ -68,6 +96,73 @@ def test_moore_orthonormalises_the_experts_per_sample():
     )
     coeffs = torch.linalg.lstsq(x[..., :2, :].transpose(-1, -2), basis[..., 1, :, None]).solution
     torch.testing.assert_close((x[..., :2, :].transpose(-1, -2) @ coeffs)[..., 0], basis[..., 1, :])
+
+
+def test_paco_is_the_layer_with_task_combined_parameters():
+    """Each layer's output is that of the layer with parameters sum_k w_tau[k] theta_k."""
+    from mtrl.agents.registry import build_network
+
+    torch.manual_seed(0)
+    members, sets, tasks, features = 2, 3, 4, 6
+    net = build_network(
+        "paco",
+        {"num_parameter_sets": sets},
+        members=members,
+        in_features=features + tasks,
+        hidden=[7, 5],
+        out_features=2,
+        tasks=tasks,
+        task_columns=(features, features + tasks),
+    )
+    net.init_metaworld(1e-3)  # every parameter set of the output layer U(1e-3), zero biases
+    assert net.layers[-1].weight.abs().max() <= 1e-3 and net.layers[-1].bias.abs().max() <= 1e-3
+    assert not net.task_weights.bias.any() and not net.layers[0].bias.any()
+    one_hot = torch.eye(tasks)[torch.arange(9) % tasks]
+    x = torch.cat([torch.randn(9, features), one_hot], dim=-1)
+    out = net(x, one_hot)
+    assert out.shape == (members, 9, 2)
+    for e in range(members):
+        w = one_hot @ net.task_weights.weight[e] + net.task_weights.bias[e]  # [N, K]
+        h = x[:, :features]
+        for i, layer in enumerate(net.layers):
+            sets_e = slice(e * sets, (e + 1) * sets)
+            weight = torch.einsum("nk,kio->nio", w, layer.weight[sets_e])
+            bias = torch.einsum("nk,ko->no", w, layer.bias[sets_e, 0])
+            h = torch.einsum("ni,nio->no", h, weight) + bias
+            h = torch.relu(h) if i < len(net.layers) - 1 else h
+        torch.testing.assert_close(out[e], h)
+
+
+def test_care_mixes_its_experts_by_a_softmax_of_the_task_context():
+    """The torso reads [sum_k softmax(attention / temperature)_k expert_k, context]."""
+    from mtrl.agents.registry import build_network
+
+    torch.manual_seed(0)
+    net = build_network(
+        "care",
+        {"num_experts": 3, "encoder_temperature": 0.5},
+        members=2,
+        in_features=6 + 4,
+        hidden=[8],
+        out_features=1,
+        tasks=4,
+        task_columns=(6, 10),
+    )
+    net.init_metaworld(3e-3)
+    assert net.torso[-1].weight.abs().max() <= 3e-3 and net.torso[-1].bias.abs().max() <= 3e-3
+    seen = {}
+    for name in ("context", "attention", "experts"):
+        getattr(net, name)[-1].register_forward_hook(
+            lambda m, i, o, name=name: seen.update({name: o})
+        )
+    net.torso[0].register_forward_hook(lambda m, i, o: seen.update(torso=i[0]))
+    one_hot = torch.eye(4)
+    out = net(torch.cat([torch.randn(4, 6), one_hot], dim=-1), one_hot)
+    assert out.shape == (2, 4, 1)
+    weights = torch.softmax(seen["attention"] / 0.5, dim=-1)  # [E, N, K]
+    experts = seen["experts"].view(2, 3, 4, -1)  # [E, K, N, D]
+    mixed = (weights.transpose(1, 2)[..., None] * experts).sum(dim=1)
+    torch.testing.assert_close(seen["torso"], torch.cat([mixed, seen["context"]], dim=-1))
 
 
 @pytest.mark.parametrize("network", sorted(REFERENCE))
@@ -109,6 +204,31 @@ def test_the_resolved_config_holds_every_option():
     cfg = resolve_config("quickstart", ["agent=mtsac-film"]).agent
     assert cfg.network == "film"
     assert cfg.network_options == {"encoder_width": 50, "encoder_depth": 2, "embedding_dim": 50}
+
+
+@pytest.mark.parametrize(
+    ("experiment", "network", "options"),
+    [
+        ("mt10-paco", "paco", {"num_parameter_sets": 5}),
+        (
+            "mt10-care",
+            "care",
+            {
+                "encoder_width": 50,
+                "encoder_depth": 2,
+                "encoder_temperature": 1.0,
+                "embedding_dim": 50,
+                "num_experts": 6,
+            },
+        ),
+    ],
+)
+def test_paco_and_care_presets_take_the_reference_config(experiment, network, options):
+    """PaCoConfig / CAREConfig defaults (MT10) with the MT-SAC MT10 script's settings."""
+    cfg = resolve_config(experiment)
+    assert cfg.suite == "mt10" and cfg.agent.network == network
+    assert cfg.agent.network_options == options
+    assert (cfg.agent.hidden, cfg.agent.init, cfg.agent.grad_clip) == ([400] * 3, "metaworld", 1)
 
 
 @pytest.mark.parametrize("network", list(list_networks()))
