@@ -76,6 +76,16 @@ def init_uniform_(layer: nn.Module, bound: float) -> None:
         nn.init.uniform_(layer.bias, -bound, bound)
 
 
+def init_flax_embedding_(layer: EnsembleLinear) -> None:
+    """A task-embedding layer (one-hot -> features, weight [E, T, F]) as flax's ``nn.Embed``
+    initialises its table: variance scaling 1 / F (jax counts the feature axis as the fan-in of
+    a [T, F] table with ``out_axis=0``), truncated normal at two standard deviations."""
+    # flax's truncated normal: the std of the untruncated draw is divided by 0.8796
+    std = math.sqrt(1.0 / layer.weight.shape[-1]) / 0.87962566103423978
+    with torch.no_grad():
+        nn.init.trunc_normal_(layer.weight, 0.0, std, -2 * std, 2 * std)
+
+
 def _per_task_products(x: Tensor, d: Tensor, tasks: int) -> Tensor:
     """Σ_b x_b ⊗ d_b per task and member: [T, E, in, out] from inputs [N, in] or [E, N, in] and
     output gradients [E, N, out]. The small operands are laid out task-first so the big result

@@ -244,3 +244,14 @@ def test_every_architecture_trains_with_surgery(network, surgery):
         out = agent.update(replay_batch(4, 8, 12, 2, seed=step), diagnostics=step == 1)
     assert all(torch.isfinite(v).all() for k, v in out.items() if k != "diagnostics")
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.actor.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("network", ["film", "care"])
+def test_task_embeddings_start_as_flax_embed_tables(network):
+    # flax's nn.Embed: truncated normal with variance 1 / features (50 here), not 1 / tasks
+    torch.manual_seed(0)
+    cfg = AgentConfig(network=network, init="metaworld", hidden=[32])
+    table = MTSAC(49, 4, 10, cfg).critic.net.embedding.weight  # [2 critics, 10 tasks, 50]
+    assert table.shape == (2, 10, 50)
+    assert abs(table.std().item() - 50**-0.5) < 0.1 * 50**-0.5
+    assert table.abs().max().item() <= 2 * 50**-0.5 / 0.8796 + 1e-6

@@ -13,7 +13,6 @@ torso (``agent.hidden``) and its output layer.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from mtrl.agents.networks import (
     EnsembleLinear,
     drop_task_columns,
+    init_flax_embedding_,
     init_uniform_,
     linear_stack,
     run_stack,
@@ -87,10 +87,7 @@ class CARENetwork(nn.Module):
         Q-function pass to every network."""
         for layer in [*self.context, *self.attention, *self.experts, *self.torso]:
             layer.init_he_uniform()
-        # flax's truncated normal: the std of the untruncated draw is divided by 0.8796
-        std = math.sqrt(1.0 / self.embedding.weight.shape[-1]) / 0.87962566103423978
-        with torch.no_grad():
-            nn.init.trunc_normal_(self.embedding.weight, 0.0, std, -2 * std, 2 * std)
+        init_flax_embedding_(self.embedding)
         init_uniform_(self.torso[-1], head_bound)
 
     def last_shared_layer(self) -> nn.Module:

@@ -9,7 +9,6 @@ task embedding are concatenated and fed to the MLP torso (``agent.hidden``) and 
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from mtrl.agents.networks import (
     EnsembleLinear,
     drop_task_columns,
+    init_flax_embedding_,
     init_uniform_,
     linear_stack,
     run_stack,
@@ -79,14 +79,11 @@ class FiLMNetwork(nn.Module):
 
     def init_metaworld(self, head_bound: float) -> None:
         """He-uniform dense layers with zero biases, the embedding as flax's ``nn.Embed``
-        (variance scaling 1 / T, truncated normal), and the torso's output layer
+        (variance scaling 1 / embedding_dim, truncated normal), and the torso's output layer
         U(±head_bound), which the reference's policy and Q-function pass to every network."""
         for layer in [*self.film, *self.encoder, *self.torso]:
             layer.init_he_uniform()
-        # flax's truncated normal: the std of the untruncated draw is divided by 0.8796
-        std = math.sqrt(1.0 / self.embedding.weight.shape[-2]) / 0.87962566103423978
-        with torch.no_grad():
-            nn.init.trunc_normal_(self.embedding.weight, 0.0, std, -2 * std, 2 * std)
+        init_flax_embedding_(self.embedding)
         init_uniform_(self.torso[-1], head_bound)
 
     def last_shared_layer(self) -> nn.Module:
