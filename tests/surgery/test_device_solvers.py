@@ -1,4 +1,4 @@
-"""Device solvers of PCGrad and CAGrad: equal to the host solvers, no host sync, no data-dependent
+"""Device solvers of PCGrad, CAGrad, IMTL-G and MGDA: equal to the host solvers, no host sync, no data-dependent
 shapes (checked by recording the aten ops, and by running on the meta device, which has no data).
 """
 
@@ -17,12 +17,17 @@ from mtrl.surgery import aggregator_class, get_aggregator, list_aggregators
 from mtrl.surgery.aggregators import LossWeighting, Weighting, device_solvers
 from mtrl.surgery.aggregators.cagrad import CAGrad
 from mtrl.surgery.aggregators.device_solvers import (
+    MGDA_ITERS,
     cagrad_dual_device,
     cagrad_weights_device,
+    imtl_g_weights_device,
+    mgda_weights_device,
     pcgrad_weights_device,
     random_order_device,
 )
+from mtrl.surgery.aggregators.imtl import imtl_g_weights
 from mtrl.surgery.aggregators.pcgrad import PCGrad, pcgrad_weights
+from mtrl.surgery.aggregators.qp import min_norm_simplex
 from mtrl.surgery.taskgrads import TaskGradients
 
 SYNC_OPS = {
@@ -312,31 +317,185 @@ def test_solver_options_are_validated_and_listed():
     for name in list_aggregators():
         where = re.search(r", (device|host)[;)]", lines[name]).group(1)
         assert (where == "device") == aggregator_class(name).device_solver, name
-    assert ", device;" in lines["pcgrad"] and ", host;" in lines["mgda"]
+    assert ", device;" in lines["pcgrad"] and ", device;" in lines["mgda"]
+    assert (
+        get_aggregator("mgda").options() == get_aggregator("imtl-g").options() == {"solver": "auto"}
+    )
+
+
+# --- IMTL-G ----------------------------------------------------------------------------------
+
+F64_EPS = float(torch.finfo(torch.float64).eps)
+
+
+def imtl_host(gram: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(imtl_g_weights(gram.numpy(), gram.shape[0] * F64_EPS))
+
+
+def assert_imtl_equal(gram: torch.Tensor, tol: float = 1e-10) -> None:
+    host = imtl_host(gram)
+    device = imtl_g_weights_device(gram, gram.shape[0] * F64_EPS)
+    assert device.dtype == torch.float64
+    assert (device - host).abs().max() <= tol * max(float(host.abs().max()), 1.0)
+
+
+@pytest.mark.parametrize("tasks", [2, 3, 5, 10, 50])
+def test_imtl_g_device_weights_equal_the_host_ones(tasks):
+    # P above and below T, zero and duplicate gradients, scales 1e-4 and 1e4 (worst seen 1e-11)
+    gen = torch.Generator().manual_seed(tasks)
+    for params in (tasks // 2 + 1, tasks + 3, 200):
+        for scale in (1e-4, 1e4):
+            for variant in ("plain", "zero", "duplicate", "opposite"):
+                G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
+                G = G * (0.3 + 2.7 * torch.rand(tasks, 1, generator=gen, dtype=torch.float64))
+                if variant == "zero":
+                    G[tasks // 2] = 0.0
+                elif variant == "duplicate" and tasks > 2:
+                    G[2] = G[0]
+                elif variant == "opposite":
+                    G[-1] = -G[0]
+                assert_imtl_equal((G * scale) @ (G * scale).T)
+
+
+def test_imtl_g_device_degenerate_gramians():
+    gen = torch.Generator().manual_seed(4)
+    a, b, c = torch.randn(3, 20, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(20, dtype=torch.float64)
+    for G in (
+        torch.stack([a, -a]),  # 1ᵀA⁺n = 0: zero weights
+        torch.stack([a, a, b]),
+        torch.stack([a, 2 * a, -0.5 * a]),
+        torch.stack([a, -a, b]),
+        torch.stack([a, zero, b, zero]),
+        torch.stack([zero, a]),
+        torch.stack([a, b, c, a + b]),
+        torch.randn(30, 2, generator=gen, dtype=torch.float64),
+    ):
+        assert_imtl_equal(G @ G.T)
+    G = torch.stack([a, zero, b])
+    weights = imtl_g_weights_device(G @ G.T, 3 * F64_EPS)
+    assert weights[1] == 0.0  # exactly, as the host's
+    assert torch.equal(
+        imtl_g_weights_device(torch.stack([a, -a]) @ torch.stack([a, -a]).T, 1e-15),
+        torch.zeros(2, dtype=torch.float64),
+    )
+    assert torch.equal(
+        imtl_g_weights_device(torch.zeros(4, 4, dtype=torch.float64), 1e-15),
+        torch.zeros(4, dtype=torch.float64),
+    )
+
+
+# --- MGDA ------------------------------------------------------------------------------------
+
+
+MGDA_CASES = [
+    (tasks, params, kind, scale)
+    for tasks in (2, 3, 5, 10, 50)
+    for params in (tasks // 2 + 1, 40, 2000)
+    for kind in ("iid", "conflict")
+    for scale in (1e-4, 1e4)
+]
+
+
+def test_mgda_device_direction_matches_the_exact_solution():
+    """120 random problems (60 cases, 2 draws each): the direction's cosine with the host's
+    exact (NNLS) one is 1 - 1e-15 at worst where the min-norm point is not ~0; where it is
+    (13 problems: T > P, or strong conflicts), both directions are ~0 next to the gradients
+    (the device's below 1e-11 of the largest gradient)."""
+    small = 0
+    for index, (tasks, params, kind, scale) in enumerate(2 * MGDA_CASES):
+        G = problem(tasks, params, kind, scale, seed=5000 + index)
+        gram = G @ G.T
+        host = torch.from_numpy(min_norm_simplex(gram.numpy())) @ G
+        device = mgda_weights_device(gram) @ G
+        size = float(G.norm(dim=1).max())
+        if host.norm() < 1e-6 * size:
+            small += 1
+            assert device.norm() <= 1e-9 * size, (tasks, params, kind, scale)
+        else:
+            assert cosine(device, host) >= 0.9999, (tasks, params, kind, scale)
+            assert (device - host).norm() <= 1e-9 * size, (tasks, params, kind, scale)
+    assert 0 < small < len(MGDA_CASES)
+
+
+def test_mgda_device_degenerate_gramians():
+    gen = torch.Generator().manual_seed(2)
+    a, b, c = torch.randn(3, 30, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(30, dtype=torch.float64)
+    for G in (
+        torch.stack([a, a, b, b]),
+        torch.stack([a, 2 * a, -0.5 * a]),
+        torch.stack([a, -a, b]),
+        torch.stack([a, zero, b]),
+        torch.stack([a, 3 * a]),
+        torch.stack([a.abs(), b.abs(), c.abs()]),
+        torch.stack([1e6 * a, b, c]),  # the direction ~1e-6 the largest gradient
+        torch.randn(50, 1, generator=gen, dtype=torch.float64),
+        torch.randn(50, 2, generator=gen, dtype=torch.float64).abs(),
+    ):
+        host = torch.from_numpy(min_norm_simplex((G @ G.T).numpy())) @ G
+        device = mgda_weights_device(G @ G.T) @ G
+        size = float(G.norm(dim=1).max())
+        if host.norm() < 1e-9 * size:  # the min-norm point is 0
+            assert device.norm() <= 1e-12 * size
+        else:
+            assert cosine(device, host) >= 1 - 1e-8
+    uniform = torch.full((4,), 0.25, dtype=torch.float64)
+    assert torch.equal(mgda_weights_device(torch.zeros(4, 4, dtype=torch.float64)), uniform)
+    bad = torch.eye(4, dtype=torch.float64)
+    bad[1, 1] = float("nan")
+    assert torch.equal(mgda_weights_device(bad), uniform)  # the host path raises first
+
+
+@pytest.mark.parametrize("name", ["mgda", "imtl-g"])
+def test_mgda_and_imtl_g_device_paths_through_the_aggregator(name):
+    gen = torch.Generator().manual_seed(7)
+    blocks = [torch.randn(6, 4, 5, generator=gen), torch.randn(6, 7, generator=gen)]
+    blocks[0][2] = -blocks[0][1]
+    for dtype in (torch.float32, torch.float64):
+        blocks = [x.to(dtype) for x in blocks]
+        host, device = get_aggregator(name, solver="host"), get_aggregator(name, solver="device")
+        for G in (TaskGradients(blocks), blocks[1]):
+            expected, result = host.aggregate(G), device.aggregate(G)
+            assert result.weights.dtype == dtype and torch.equal(result.gram, expected.gram)
+            flat = lambda d: torch.cat([x.flatten() for x in d]) if isinstance(d, list) else d  # noqa: E731
+            got, want = flat(result.direction).double(), flat(expected.direction).double()
+            assert cosine(got, want) > 1 - 1e-6
+            tol = 1e-5 if dtype == torch.float32 else 1e-10
+            assert torch.allclose(result.weights, expected.weights, rtol=0, atol=tol)
 
 
 # --- no host sync ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["pcgrad", "cagrad"])
+MARKER_OP = {
+    "pcgrad": "scatter_add_",
+    "cagrad": "linalg_cholesky_ex",
+    "mgda": "linalg_cholesky_ex",
+    "imtl-g": "_linalg_eigh",
+}
+MORE_OPTIONS = {"pcgrad": {"order": "shared"}, "cagrad": {"rescale": 2}}
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "cagrad", "mgda", "imtl-g"])
 def test_device_paths_do_not_sync_with_the_host(name):
     gen = torch.Generator().manual_seed(0)
     G = torch.randn(5, 12, generator=gen)
     blocks = TaskGradients([torch.randn(5, 3, 4, generator=gen), torch.randn(5, 2, generator=gen)])
-    for options in ({}, {"order": "shared"} if name == "pcgrad" else {"rescale": 2}):
+    for options in ({}, MORE_OPTIONS.get(name, {})):
         agg = get_aggregator(name, solver="device", **options)
         agg.check_direction = False  # as with deferred checks: the caller checks later
         for grads in (G, blocks):
             with NoHostSync() as mode:
                 agg.aggregate(grads)
-            assert ("linalg_cholesky_ex" if name == "cagrad" else "scatter_add_") in mode.ops
+            assert MARKER_OP[name] in mode.ops
         # the detector works: the host path reads the Gramian back
         agg.solver = "host"
         with pytest.raises(AssertionError, match="host sync"), NoHostSync():
             agg.aggregate(G)
 
 
-@pytest.mark.parametrize("name", ["pcgrad", "cagrad"])
+@pytest.mark.parametrize("name", ["pcgrad", "cagrad", "mgda", "imtl-g"])
 def test_device_paths_run_on_the_meta_device(name):
     # meta tensors have no data: .item(), .cpu(), .numpy() and .tolist() all fail on them,
     # and MetaOnly fails on any host tensor (a copy to the device); off the CPU, solver=auto
@@ -399,3 +558,16 @@ def test_device_solver_counts_are_fixed():
     grams.append(torch.zeros(10, 10, dtype=torch.float64))
     assert ops(grams[0]) == ops(grams[1]) == ops(grams[2])
     assert np.isfinite(cagrad_weights_device(grams[2], 0.5).numpy()).all()
+    # MGDA: 103 aten ops around 65 per interior-point step (1143 at 16 steps); IMTL-G: 48, one
+    # of them the eigendecomposition
+    grams.append(torch.stack([grams[0][0]] * 10))  # ten identical tasks
+    for solve, count in (
+        (lambda gram: mgda_weights_device(gram), 103 + 65 * MGDA_ITERS),
+        (lambda gram: imtl_g_weights_device(gram, 1e-15), 48),
+    ):
+        sequences = []
+        for gram in grams:
+            with NoHostSync() as mode:
+                solve(gram)
+            sequences.append(mode.ops)
+        assert all(seq == sequences[0] for seq in sequences) and len(sequences[0]) == count

@@ -1,9 +1,12 @@
-"""Device-side weight solvers for PCGrad and CAGrad: tensor ops only, on the Gramian's device.
+"""Device-side weight solvers for PCGrad, CAGrad, IMTL-G and MGDA: tensor ops only, on the
+Gramian's device.
 
 No host sync (no ``.item()``, ``bool(tensor)``, ``.cpu()``, ``.numpy()``), a fixed number of
 steps and no data-dependent shapes, so one aggregation can be recorded in a CUDA graph and
 replayed; on the CPU they compute what the host solvers compute (PCGrad exactly, CAGrad to the
-tolerance its tests check).
+tolerance its tests check, IMTL-G to ~1e-11, MGDA's direction to rounding where its support
+step succeeds). IMTL-G uses ``torch.linalg.eigh``, whose capture in a CUDA graph was not
+checked on a GPU.
 
 CAGrad's dual ``min_{w in simplex} wᵀA b + s sqrt(wᵀA w + eps)`` is solved through the family of
 quadratic programs ``x(κ) = argmin_{x in hull(G)} ‖x + κ g0‖²`` (g0 the mean gradient): the
@@ -17,8 +20,11 @@ the solution exact to rounding. First-order methods (accelerated projected gradi
 thousands of steps on problems with more tasks than parameters, where the hull's faces are
 badly conditioned; the interior-point steps do not.
 
-Cost: 51 tensor ops per interior-point step and 189 around them (801 aten ops in all
-at the default 12 steps), the same sequence for every input of a given shape.
+Cost: 993 aten ops per CAGrad solve at the default 12 steps (counted by a dispatch mode; the
+same sequence for every input of a given shape). MGDA: one
+problem through the same interior-point steps, then a support step (103 aten ops around 65 per
+step as counted by the tests' dispatch mode: 1143 at the default 16 steps); IMTL-G: 48 aten ops,
+one of them the eigendecomposition.
 """
 
 from __future__ import annotations
@@ -277,3 +283,128 @@ def _step_to_boundary(X: Tensor, step: Tensor, minus_fraction: Tensor) -> Tensor
     (w and z), for X > 0 and ``minus_fraction`` = -fraction, a 0-d tensor."""
     most_negative = (step / X).amin(dim=2, keepdim=True)
     return torch.div(minus_fraction, most_negative.clamp(max=minus_fraction))
+
+
+# --- IMTL-G and MGDA --------------------------------------------------------------------------
+
+_ZERO_GRADIENT = 1e-20
+"""A task whose squared gradient norm is below this times the largest counts as zero
+(``qp._ZERO_GRADIENT``, the host paths' ``nonzero_tasks``)."""
+
+_IMTL_ZERO_SUM = 1e-12
+"""``imtl._ZERO_SUM``: zero weights where |1ᵀA⁺n| is below this (A at unit mean diagonal)."""
+
+MGDA_ITERS = 16
+"""Interior-point steps per MGDA solve. On the tests' 120 random problems, from 14 steps every
+direction was exact to rounding (cosine 1 - 1e-15 with the host's NNLS, or a norm below 1e-11
+of the largest gradient where the min-norm point is 0); 10 left cosines of 1 - 2e-6 and norms
+of 4e-5 where it should be 0, 8 cosines of 1 - 5e-4. 16 leave a margin.
+"""
+
+_MGDA_KKT_TOL = 1e-9
+"""Relative tolerance of the optimality check of the support step (as ``qp._KKT_TOL``)."""
+
+
+def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
+    """IMTL-G's weights A⁺n / 1ᵀA⁺n [T] from the Gramian, on gram's device: the transcription
+    of ``imtl.imtl_g_weights``.
+
+    The zero-gradient tasks (``nonzero_tasks``) cannot be dropped without a data-dependent
+    shape, so their rows and columns of the scaled A are replaced by those of the identity:
+    A becomes block-diagonal (live block, identity), its pseudo-inverse that of the live block
+    next to the identity, and as their n_i are 0 their entries of A⁺n are 0 (masked to exactly
+    0 besides). The identity's eigenvalues, 1, never change the cutoff: the live block has
+    mean diagonal 1, so its largest eigenvalue is at least 1. The cutoff ``rtol`` times the
+    largest eigenvalue and the zero-sum rule are ``torch.where`` selections. All gradients
+    zero (or a Gramian that is not finite, which the host path refuses first) gives zero
+    weights.
+
+    ``torch.linalg.eigh`` is one op on every device, with no host sync visible to the
+    dispatcher on the CPU; whether it can be recorded in a CUDA graph (torch checks its
+    convergence flag after the solver) was not checked on a GPU.
+
+    :param gram: the Gramian G Gᵀ [T, T], float64.
+    :param rtol: eigenvalues below ``rtol`` times the largest are dropped (the host's T eps).
+    """
+    diag = gram.diagonal()
+    live = diag > _ZERO_GRADIENT * diag.amax()  # all False for a zero or non-finite diagonal
+    m = live.to(gram.dtype)
+    count = m.sum()
+    scale = (diag * m).sum() / count.clamp(min=1)
+    scale = torch.where(scale > 0, scale, 1.0)
+    mm = m[:, None] * m[None, :]
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    a = torch.where(mm > 0, gram / scale, eye)
+    vals, vecs = torch.linalg.eigh(0.5 * (a + a.T))
+    absolute = vals.abs()
+    keep = absolute > rtol * absolute.amax()
+    norms = torch.sqrt(a.diagonal()) * m
+    v = vecs @ torch.where(keep, (vecs.T @ norms) / torch.where(keep, vals, 1.0), 0.0)
+    v = v * m
+    total = v.sum()
+    ok = total.abs() >= _IMTL_ZERO_SUM
+    return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
+
+
+def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS) -> Tensor:
+    """MGDA's weights [T]: the minimiser over the simplex of wᵀA w (A = G Gᵀ), on gram's device.
+
+    A is scaled to unit mean diagonal (the minimiser does not depend on the scale) and solved
+    by ``iters`` interior-point steps (``simplex_qp_device``, one problem, ``_REG`` added to the
+    diagonal); then the KKT system on candidate supports the steps found (w_i > z_i, and
+    10 w_i > z_i) is solved exactly (``_min_norm_on_support``) and the first candidate that
+    checks out as optimal (w >= 0, every reduced cost (A w)_i - wᵀA w >= 0, a successful
+    factorisation) replaces the interior-point answer, which makes the answer exact to
+    rounding wherever a candidate support is right (all branch-free ``torch.where``). A zero Gramian, or one that is not
+    finite (the host path refuses it first), gives the uniform weights, as the host does for
+    the former.
+    """
+    tasks = gram.shape[0]
+    uniform = torch.full((tasks,), 1.0 / tasks, dtype=gram.dtype, device=gram.device)
+    scale = gram.diagonal().mean()
+    valid = (scale > 0) & (scale < torch.inf)
+    a = torch.where(valid, gram / torch.where(valid, scale, 1.0), 0.0)
+    a = torch.nan_to_num(0.5 * (a + a.T), nan=0.0, posinf=0.0, neginf=0.0)
+    eye = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
+    hessian = (a + _REG * eye).unsqueeze(0)
+    W, Z = simplex_qp_device(hessian, torch.zeros_like(uniform).unsqueeze(0), iters)
+    w_ip = W[0].clamp(min=0)
+    w_ip = w_ip / w_ip.sum()
+    # two candidate supports: w_i > z_i, and the wider 10 w_i > z_i (a task whose weight is
+    # tiny next to the others' converges slowly, e.g. one gradient 1e6 times the rest)
+    exact, optimal = _min_norm_on_support(a, torch.stack([W[0] > Z[0], 10 * W[0] > Z[0]]))
+    w = w_ip
+    for k in reversed(range(exact.shape[0])):  # the first optimal candidate
+        w = torch.where(optimal[k], exact[k], w)
+    w = w.clamp(min=0)
+    w = w / w.sum()
+    return torch.where(valid, w, uniform)
+
+
+def _min_norm_on_support(a: Tensor, supports: Tensor) -> tuple[Tensor, Tensor]:
+    """The minimisers of wᵀA w over the simplex restricted to each support S [C, T] (bool),
+    and whether each is optimal on the whole simplex: candidates [2C, T] and [2C] bools.
+
+    On S the KKT system ``A_SS w_S + ν 1 = 0, Σ w_S = 1`` reads ``(A_SS + 11ᵀ) w_S = (1 - ν) 1``,
+    so w_S is (A_SS + 11ᵀ)⁻¹ 1 over its sum. For each support it is solved as it is (exact,
+    but singular for duplicate tasks on S: candidates 0..C-1) and with ``_REG`` on the
+    diagonal (positive definite; the direction wᵀG does not depend on how w splits between
+    duplicates, but the regulariser biases w where some gradients are ~1e-6 times the largest:
+    candidates C..2C-1). A candidate is optimal if w >= 0 and no reduced cost
+    (A w)_i - wᵀA w is negative, to the host's relative tolerance 1e-9, and its factorisation
+    succeeded.
+    """
+    m = supports.to(a.dtype)
+    mm = m[:, :, None] * m[:, None, :]
+    base = (a + 1.0) * mm + torch.diag_embed(1 - m)
+    matrices = torch.cat([base, base + _REG * torch.diag_embed(m)])
+    m = torch.cat([m, m])
+    chol, info = torch.linalg.cholesky_ex(matrices)
+    u = _cholesky_solve(chol, m.unsqueeze(2)).squeeze(2) * m
+    w = u / u.sum(dim=1, keepdim=True)
+    aw = w @ a
+    value = (aw * w).sum(dim=1, keepdim=True)
+    tol = _MGDA_KKT_TOL * a.diagonal().amax()
+    feasible = (w >= -_MGDA_KKT_TOL) & (aw - value >= -tol)
+    optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & (info == 0)
+    return w, optimal

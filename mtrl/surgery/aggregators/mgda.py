@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
 from torch import Tensor
 
 from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.device_solvers import MGDA_ITERS, mgda_weights_device
 from mtrl.surgery.aggregators.qp import min_norm_simplex
 from mtrl.surgery.aggregators.registry import register_aggregator
 
@@ -30,10 +33,31 @@ class MGDA(Weighting):
     normalisations (``l2``, ``loss``, ``loss+``) before solving; LibMTL's default is none, as
     here. MGDA-UB (gradients of the shared representation instead of the parameters) is not
     implemented.
+
+    :param solver: where the QP is solved: ``host`` (NNLS, after copying the Gramian to the
+        CPU: a sync on a GPU), ``device`` (tensor ops on the gradients' device, no sync; the
+        ops of CAGrad's device solver, capture of this path not checked on a GPU) or ``auto``
+        (the device in an update replayed from a CUDA graph, ``compile``; else the host).
+
+    The device path (``mgda_weights_device``) runs a fixed number of interior-point steps
+    (``MGDA_ITERS``) on the scaled Gramian, then solves the KKT system on candidate supports
+    they found and keeps the first exact solution that checks out as optimal (in the tests,
+    the directions agree with the host's to cosine 1 - 1e-15 on random problems where they
+    are not ~0, 1 - 2e-9 with one gradient 1e6 times the others).
     """
 
     description = "min-norm point of the convex hull of the task gradients (exact QP)"
     paper = "Sener & Koltun 2018"
+    device_solver = True
+
+    def __init__(self, solver: Literal["auto", "host", "device"] = "auto") -> None:
+        self.solver = solver
 
     def weights(self, gram: Tensor) -> Tensor:
         return torch.from_numpy(min_norm_simplex(gram.numpy()))
+
+    def device_weights(self, gram: Tensor) -> Tensor:
+        return mgda_weights_device(gram, MGDA_ITERS)
+
+    def options(self) -> dict[str, Any]:
+        return {"solver": self.solver}
