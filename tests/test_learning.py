@@ -7,9 +7,9 @@ import pytest
 from mtrl.cli import main
 from mtrl.logging import read_metrics
 
-STEPS = {"mlp": 1000, "film": 1500, "moore": 1000, "paco": 1000, "care": 1500}
+STEPS = {"mlp": 1000, "film": 1500, "moore": 1000, "paco": 1000, "care": 1500, "softmod": 1000}
 """Steps each architecture gets (FiLM and CARE first learn a task embedding: 1.00 by 1,500 and
-1,250 steps; PaCo 1.00 by 750)."""
+1,250 steps; PaCo 1.00 by 750; Soft Modularization 1.00 at 1,000, 0.75 or less before)."""
 
 
 @pytest.mark.parametrize("network", sorted(STEPS))

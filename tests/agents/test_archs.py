@@ -67,6 +67,27 @@ def reference_care(in_features: int, out: int, experts=6, enc_w=50, enc_d=2, emb
     return embed + context + attention + experts * expert + torso
 
 
+def reference_soft_modules(
+    in_features: int, out: int, width=256, module_w=256, depth=2, m=2, emb=400
+):
+    """Parameters of metaworld_algorithms/nn/soft_modules.py (@30c9991): f (the MLP default
+    width 400, one hidden layer, head emb) on the observation without the task id, z (a Dense
+    from the task id to emb), the routing MLP (task_embedding_fc: one hidden layer of width,
+    head width), per routing layer W_d (width -> m * m, the last -> m) and, from the second
+    on, W_u (the l * m * m earlier weights -> width; flax never builds the first layer's),
+    depth layers of m modules (emb, then module_w -> module_w) and the head. MT10 actor:
+    176,400 + 4,400 + 168,448 + 1,028 + (1,280 + 514) + 2 * 102,656 + 2 * 65,792 + 2,056 =
+    691,022; critic (twice): 178,000 + 4,400 + 168,448 + 2,822 + 336,896 + 257 = 690,823."""
+    f = dense(in_features, 400) + dense(400, emb)
+    z = dense(T, emb)
+    routing = dense(emb, width) + dense(width, width)
+    for layer in range(depth):
+        routing += dense(width, m * m if layer < depth - 1 else m)
+        routing += dense(layer * m * m, width) if layer else 0
+    modules = m * dense(emb, module_w) + (depth - 1) * m * dense(module_w, module_w)
+    return f + z + routing + modules + dense(module_w, out)
+
+
 REFERENCE = {
     # actor: obs -> mean and log-std; critic: twice (action, obs) -> Q
     "mlp": (reference_mlp(OBS + T, 2 * ACT), 2 * reference_mlp(OBS + T + ACT, 1)),
@@ -80,7 +101,13 @@ REFERENCE = {
     # PaCo and CARE too (the reference's QValueFunction input is (action, state), task id last)
     "paco": (reference_paco(OBS, 2 * ACT), 2 * reference_paco(OBS + ACT, 1)),
     "care": (reference_care(OBS, 2 * ACT), 2 * reference_care(OBS + ACT, 1)),
+    "softmod": (
+        reference_soft_modules(OBS, 2 * ACT),
+        2 * reference_soft_modules(OBS + ACT, 1),
+    ),
 }
+OVERRIDES = {"softmod": ["agent.hidden=[400]"]}
+"""agent.hidden is Soft Modularization's base encoder f: one hidden layer of 400 in the reference."""
 
 
 def test_moore_orthonormalises_the_experts_per_sample():
@@ -165,9 +192,84 @@ def test_care_mixes_its_experts_by_a_softmax_of_the_task_context():
     torch.testing.assert_close(seen["torso"], torch.cat([mixed, seen["context"]], dim=-1))
 
 
+def test_soft_modules_mix_module_outputs_by_per_layer_routing_softmaxes():
+    """Every routing layer gives softmax distributions over the modules ([M, M] per next module,
+    [M] for the output layer); module j of the next layer reads relu(sum_k p[j, k] out_k), the
+    head relu(sum_k p[k] out_k), and the first layer's modules all read relu(f(s))."""
+    from mtrl.agents.registry import build_network
+
+    torch.manual_seed(0)
+    members, m, depth, tasks, n = 2, 3, 3, 4, 8
+    options = {"embedding_dim": 12, "routing_width": 10, "module_width": 9}
+    net = build_network(
+        "softmod",
+        {**options, "depth": depth, "num_modules": m},
+        members=members,
+        in_features=6 + tasks,
+        hidden=[8],
+        out_features=2,
+        tasks=tasks,
+        task_columns=(6, 6 + tasks),
+    )
+    # W_u of layer l reads all earlier weights (skip connections)
+    assert [layer.weight.shape[1] for layer in net.prob_embeddings] == [m * m, 2 * m * m]
+    seen = {}
+    for i, layer in enumerate(net.modules_):
+        layer.register_forward_hook(lambda mod, i_, o, i=i: seen.update({i: (i_[0], o)}))
+    net.encoder[-1].register_forward_hook(lambda mod, i_, o: seen.update(f=o))
+    net.head.register_forward_hook(lambda mod, i_, o: seen.update(head=i_[0]))
+    one_hot = torch.eye(tasks)[torch.arange(n) % tasks]
+    x = torch.cat([torch.randn(n, 6), one_hot], dim=-1)
+    out = net(x, one_hot)
+    assert out.shape == (members, n, 2)
+    weights = net.routing_weights(one_hot, seen["f"])
+    shapes = [(members, n, m, m)] * (depth - 1) + [(members, n, m)]
+    assert [tuple(w.shape) for w in weights] == shapes
+    for w in weights:
+        assert (w > 0).all()
+        torch.testing.assert_close(w.sum(dim=-1), torch.ones(w.shape[:-1]))
+    assert not torch.allclose(weights[0][:, 0], weights[0][:, 1])  # tasks route differently
+    first = torch.relu(seen["f"])[:, None].expand(-1, m, -1, -1).flatten(0, 1)
+    torch.testing.assert_close(seen[0][0], first)
+    for layer in range(depth):
+        outs = seen[layer][1].view(members, m, n, -1)  # [E, M, N, d]
+        if layer < depth - 1:
+            mixed = (weights[layer][..., None] * outs.permute(0, 2, 1, 3)[:, :, None]).sum(3)
+            torch.testing.assert_close(
+                seen[layer + 1][0], torch.relu(mixed).transpose(1, 2).flatten(0, 1)
+            )
+        else:
+            mixed = (weights[layer].transpose(1, 2)[..., None] * outs).sum(dim=1)
+            torch.testing.assert_close(seen["head"], torch.relu(mixed))
+    net.init_metaworld(3e-3)  # the reference's routing output layers U(1e-3), zero biases
+    for layer in net.prob_outputs:
+        assert layer.weight.abs().max() <= 1e-3 and not layer.bias.any()
+    assert net.head.weight.abs().max() <= 3e-3 and net.head.bias.abs().max() <= 3e-3
+    assert not net.modules_[0].bias.any() and not net.task_embedding.bias.any()
+
+
+def test_soft_modules_preset_takes_the_reference_config():
+    """SoftModulesConfig defaults (MT10) with the MT-SAC MT10 script's settings; agent.hidden is
+    the base encoder's hidden layer (the reference's MLP default width, 400)."""
+    cfg = resolve_config("mt10-softmod")
+    assert cfg.suite == "mt10" and cfg.agent.network == "softmod"
+    assert cfg.agent.network_options == {
+        "embedding_dim": 400,
+        "routing_width": 256,
+        "module_width": 256,
+        "depth": 2,
+        "num_modules": 2,
+    }
+    assert (cfg.agent.hidden, cfg.agent.init, cfg.agent.grad_clip) == ([400], "metaworld", 1)
+    agent = MTSAC(OBS + T, ACT, T, cfg.agent)
+    counts = [sum(p.numel() for p in net.parameters()) for net in (agent.actor, agent.critic)]
+    assert tuple(counts) == REFERENCE["softmod"] == (691_022, 1_381_646)
+
+
 @pytest.mark.parametrize("network", sorted(REFERENCE))
 def test_parameter_counts_match_the_reference_for_mt10(network):
-    cfg = resolve_config("mt10-mtsac", [f"agent.network={network}"]).agent
+    overrides = [f"agent.network={network}", *OVERRIDES.get(network, [])]
+    cfg = resolve_config("mt10-mtsac", overrides).agent
     agent = MTSAC(OBS + T, ACT, T, cfg)
     actor = sum(p.numel() for p in agent.actor.parameters())
     critic = sum(p.numel() for p in agent.critic.parameters())

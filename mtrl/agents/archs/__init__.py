@@ -1,3 +1,3 @@
 """Multi-task architectures beside the MLP, each registered under its ``agent.network`` name."""
 
-from mtrl.agents.archs import care, film, moore, paco  # noqa: F401
+from mtrl.agents.archs import care, film, moore, paco, soft_modules  # noqa: F401
