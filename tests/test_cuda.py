@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from batches import replay_batch
 from test_resume import ARGS as RESUME_ARGS
 from test_resume import comparable
 
@@ -28,19 +29,10 @@ def mt10_agent(experiment: str, *overrides: str) -> MTSAC:
 
 
 def batches(n: int, size: int = 128) -> list[dict[str, torch.Tensor]]:
-    out = []
-    gen = torch.Generator().manual_seed(0)
-    eye = torch.eye(T)[:, None, :].expand(T, size, T)
-    for _ in range(n):
-        b = {
-            "obs": torch.cat([torch.randn(T, size, OBS - T, generator=gen), eye], -1),
-            "action": torch.rand(T, size, ACT, generator=gen) * 2 - 1,
-            "reward": torch.randn(T, size, generator=gen),
-            "next_obs": torch.cat([torch.randn(T, size, OBS - T, generator=gen), eye], -1),
-            "terminated": (torch.rand(T, size, generator=gen) < 0.05).float(),
-        }
-        out.append({k: v.cuda() for k, v in b.items()})
-    return out
+    """n MT10-shaped replay batches on the GPU."""
+    return [
+        {k: v.cuda() for k, v in replay_batch(T, size, OBS, ACT, seed=i).items()} for i in range(n)
+    ]
 
 
 def max_difference(a: MTSAC, b: MTSAC) -> float:
