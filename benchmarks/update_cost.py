@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_times, load_line, machine_line
 
 from mtrl.agents import MTSAC, polyak_update
-from mtrl.agents.graphed import WARMUP_UPDATES, GraphedUpdate, graph_blocker
+from mtrl.agents.graphed import WARMUP_UPDATES, GraphedUpdate, graph_blocker, make_updater
 from mtrl.agents.networks import squashed_sample
 from mtrl.config import resolve_config
 from mtrl.surgery import aggregator_class, list_aggregators, option_specs
@@ -95,11 +94,10 @@ def make_agent(
     return agent, cfg.agent.batch_size
 
 
-def graph_update(agent: MTSAC) -> Callable[[Batch], object] | None:
+def graph_update(agent: MTSAC) -> GraphedUpdate | None:
     """The agent's update replayed from a CUDA graph, or None where the capture is blocked."""
-    if graph_blocker(agent) is not None:
-        return None
-    return GraphedUpdate(agent)
+    update = make_updater(agent, "auto")
+    return update if isinstance(update, GraphedUpdate) else None
 
 
 def check_graph_equals_eager(method: str, tasks: int, device: torch.device, updates: int) -> float:
