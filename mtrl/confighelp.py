@@ -87,7 +87,7 @@ def train_keys_text() -> str:
 
 def aggregators_text() -> str:
     """Each registered aggregator: what it does, its paper, kind, traits and options."""
-    from mtrl.surgery import aggregator_class, list_aggregators, option_specs
+    from mtrl.surgery import aggregator_class, get_aggregator, list_aggregators, option_specs
 
     lines = [
         "gradient methods combine the T per-task gradients; loss methods weight the T losses",
@@ -99,6 +99,7 @@ def aggregators_text() -> str:
         traits = [cls.kind]
         traits += [t for t in ("stochastic", "stateful") if getattr(cls, t)]
         traits.append("device" if cls.device_solver else "host")
+        traits += ["graph"] if get_aggregator(name).runs_on_device() else []
         paper = f"; {cls.paper}" if cls.paper else ""
         lines.append(f"{name}: {description} ({', '.join(traits)}{paper})")
         specs = option_specs(name).values()
@@ -113,10 +114,12 @@ def aggregators_text() -> str:
         "stochastic methods are seeded by the run seed; stateful ones are saved in checkpoints"
     )
     lines.append(
-        "device: computed by tensor ops on the gradients' device, no host sync; host: on the CPU"
+        "device: weights computed by tensor ops on the gradients' device; host: on the CPU"
     )
+    lines.append("(Gramian methods copy the Gramian there: a sync on a GPU)")
     lines.append(
-        "(Gramian methods copy it there: a sync on a GPU); surgery.solver=auto: the device solver in a CUDA-graph update (compile)"
+        "graph: an update with it is captured in a CUDA graph on a GPU (compile=auto); "
+        "surgery.solver=auto takes the device solver there"
     )
     lines.append("use: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
     return "\n".join(lines)

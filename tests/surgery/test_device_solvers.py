@@ -315,9 +315,11 @@ def test_solver_options_are_validated_and_listed():
         get_aggregator("cagrad", device_iters=0)
     lines = {line.split(":")[0]: line for line in aggregators_text().splitlines()}
     for name in list_aggregators():
-        where = re.search(r", (device|host)[;)]", lines[name]).group(1)
+        where = re.search(r", (device|host)[,;)]", lines[name]).group(1)
         assert (where == "device") == aggregator_class(name).device_solver, name
-    assert ", device;" in lines["pcgrad"] and ", device;" in lines["mgda"]
+        assert (", graph" in lines[name]) == get_aggregator(name).runs_on_device(), name
+    assert ", device, graph;" in lines["pcgrad"] and ", device, graph;" in lines["mgda"]
+    assert ", device;" in lines["graddrop"]  # its own generator: not captured
     assert (
         get_aggregator("mgda").options() == get_aggregator("imtl-g").options() == {"solver": "auto"}
     )
