@@ -355,9 +355,9 @@ def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS) -> Tensor:
     10 w_i > z_i) is solved exactly (``_min_norm_on_support``) and the first candidate that
     checks out as optimal (w >= 0, every reduced cost (A w)_i - wᵀA w >= 0, a successful
     factorisation) replaces the interior-point answer, which makes the answer exact to
-    rounding wherever a candidate support is right (all branch-free ``torch.where``). A zero Gramian, or one that is not
-    finite (the host path refuses it first), gives the uniform weights, as the host does for
-    the former.
+    rounding wherever a candidate support is right (all branch-free ``torch.where``). A zero
+    Gramian, or one that is not finite (the host path refuses it first), gives the uniform
+    weights, as the host does for the former.
     """
     tasks = gram.shape[0]
     uniform = torch.full((tasks,), 1.0 / tasks, dtype=gram.dtype, device=gram.device)
