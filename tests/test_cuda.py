@@ -45,6 +45,10 @@ def max_difference(a: MTSAC, b: MTSAC) -> float:
     return max((x - y).abs().max().item() for x, y in pairs)
 
 
+DEVICE_SOLVED = ("mgda", "imtl-g", "upgrad", "dualproj")
+"""Weightings with a device solver whose capture had not been checked on a GPU when added."""
+
+
 @pytest.mark.parametrize(
     ("experiment", "overrides"),
     [
@@ -53,6 +57,7 @@ def max_difference(a: MTSAC, b: MTSAC) -> float:
         # asks for it
         ("mt10-pcgrad", ["surgery.solver=device"]),
         ("mt10-cagrad", ["surgery.solver=device"]),
+        *(("mt10-mtsac", [f"surgery={m}", "surgery.solver=device"]) for m in DEVICE_SOLVED),
     ],
 )
 def test_graph_replays_equal_eager_updates(experiment, overrides):

@@ -151,7 +151,10 @@ def test_bad_options_are_one_line_errors(name):
         get_aggregator(name, norm_eps=float("nan"))
     with pytest.raises(MtrlError, match=r"^[^\n]*has no option 'pref_vector'[^\n]*$"):
         get_aggregator(name, pref_vector=[0.5, 0.5])
-    assert get_aggregator(name, reg_eps=0, norm_eps=1e-6).options() == {
+    with pytest.raises(MtrlError, match=r"^[^\n]*solver[^\n]*$"):
+        get_aggregator(name, solver="gpu")
+    assert get_aggregator(name, reg_eps=0, norm_eps=1e-6, solver="device").options() == {
         "reg_eps": 0.0,
         "norm_eps": 1e-6,
+        "solver": "device",
     }

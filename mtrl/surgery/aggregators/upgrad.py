@@ -3,7 +3,7 @@ Optimization", arXiv:2406.16232), as in torchjd, the authors' library."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from torch import Tensor
 
 from mtrl.configtypes import Float
 from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.device_solvers import DUAL_CONE_ITERS, dual_cone_weights_device
 from mtrl.surgery.aggregators.qp import project_dual_cone
 from mtrl.surgery.aggregators.registry import register_aggregator
 
@@ -25,17 +26,37 @@ def dual_gramian(gram: np.ndarray, norm_eps: float, reg_eps: float) -> np.ndarra
 
 
 class _DualConeWeighting(Weighting):
-    """Shared options of the dual-cone projections (the docstrings of the subclasses say them)."""
+    """Shared options and solvers of the dual-cone projections (the docstrings of the subclasses
+    say them): the weights are the sum of the projections of the rows of ``targets``."""
+
+    device_solver = True
 
     def __init__(
         self,
         reg_eps: Annotated[Float, Ge(0)] = 1e-4,
         norm_eps: Annotated[Float, Ge(0)] = 1e-4,
+        solver: Literal["auto", "host", "device"] = "auto",
     ) -> None:
         self.reg_eps, self.norm_eps = float(reg_eps), float(norm_eps)
+        self.solver = solver
+
+    def targets(self, tasks: int, like: Tensor) -> Tensor:
+        """The weights [K, T] whose combinations of the task gradients are projected."""
+        raise NotImplementedError
+
+    def weights(self, gram: Tensor) -> Tensor:
+        a = dual_gramian(gram.numpy(), self.norm_eps, self.reg_eps)
+        targets = self.targets(gram.shape[0], gram).numpy()
+        return torch.from_numpy(project_dual_cone(a, targets).sum(axis=0))
+
+    def device_weights(self, gram: Tensor) -> Tensor:
+        targets = self.targets(gram.shape[0], gram)
+        return dual_cone_weights_device(
+            gram, targets, self.reg_eps, self.norm_eps, DUAL_CONE_ITERS
+        ).sum(dim=0)
 
     def options(self) -> dict[str, Any]:
-        return {"reg_eps": self.reg_eps, "norm_eps": self.norm_eps}
+        return {"reg_eps": self.reg_eps, "norm_eps": self.norm_eps, "solver": self.solver}
 
 
 @register_aggregator("upgrad")
@@ -59,15 +80,18 @@ class UPGrad(_DualConeWeighting):
         0 gives the exact projection).
     :param norm_eps: if tr(G Gᵀ) is below this (an absolute threshold, as in torchjd) the
         Gramian counts as zero and the weights are the mean's.
+    :param solver: where the projections are solved: ``host`` (exact NNLS, after copying the
+        Gramian to the CPU: a sync on a GPU), ``device`` (``dual_cone_weights_device``: tensor
+        ops on the gradients' device, no sync; interior-point steps, then an exact step on the
+        support they found; capture not checked on a GPU) or ``auto`` (the device in an update
+        replayed from a CUDA graph, ``compile``; else the host).
     """
 
     description = "average of the task gradients each projected onto the no-conflict cone"
     paper = "Quinton & Rey 2024"
 
-    def weights(self, gram: Tensor) -> Tensor:
-        tasks = gram.shape[0]
-        a = dual_gramian(gram.numpy(), self.norm_eps, self.reg_eps)
-        return torch.from_numpy(project_dual_cone(a, np.eye(tasks) / tasks).sum(axis=0))
+    def targets(self, tasks: int, like: Tensor) -> Tensor:
+        return torch.eye(tasks, dtype=like.dtype, device=like.device) / tasks
 
 
 @register_aggregator("dualproj")
@@ -87,12 +111,15 @@ class DualProj(_DualConeWeighting):
         0 gives the exact projection).
     :param norm_eps: if tr(G Gᵀ) is below this (an absolute threshold, as in torchjd) the
         Gramian counts as zero and the weights are the mean's.
+    :param solver: where the projections are solved: ``host`` (exact NNLS, after copying the
+        Gramian to the CPU: a sync on a GPU), ``device`` (``dual_cone_weights_device``: tensor
+        ops on the gradients' device, no sync; interior-point steps, then an exact step on the
+        support they found; capture not checked on a GPU) or ``auto`` (the device in an update
+        replayed from a CUDA graph, ``compile``; else the host).
     """
 
     description = "the mean gradient projected onto the cone that conflicts with no task"
     paper = "Quinton & Rey 2024"
 
-    def weights(self, gram: Tensor) -> Tensor:
-        tasks = gram.shape[0]
-        a = dual_gramian(gram.numpy(), self.norm_eps, self.reg_eps)
-        return torch.from_numpy(project_dual_cone(a, np.full((1, tasks), 1.0 / tasks))[0])
+    def targets(self, tasks: int, like: Tensor) -> Tensor:
+        return torch.full((1, tasks), 1.0 / tasks, dtype=like.dtype, device=like.device)
