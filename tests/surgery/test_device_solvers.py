@@ -424,21 +424,28 @@ def test_mgda_device_direction_matches_the_exact_solution():
     assert 0 < small < len(MGDA_CASES)
 
 
-def test_mgda_device_degenerate_gramians():
-    gen = torch.Generator().manual_seed(2)
+def degenerate_gradients(seed: int) -> list[torch.Tensor]:
+    """Task gradients [T, 30] (or [50, 1 or 2]) with duplicate, collinear, opposite and zero
+    tasks, all gradients in one orthant, one gradient 1e6 times the others (MGDA's direction
+    then ~1e-6 of it), and more tasks than parameters."""
+    gen = torch.Generator().manual_seed(seed)
     a, b, c = torch.randn(3, 30, generator=gen, dtype=torch.float64)
     zero = torch.zeros(30, dtype=torch.float64)
-    for G in (
+    return [
         torch.stack([a, a, b, b]),
         torch.stack([a, 2 * a, -0.5 * a]),
         torch.stack([a, -a, b]),
         torch.stack([a, zero, b]),
         torch.stack([a, 3 * a]),
         torch.stack([a.abs(), b.abs(), c.abs()]),
-        torch.stack([1e6 * a, b, c]),  # the direction ~1e-6 the largest gradient
+        torch.stack([1e6 * a, b, c]),
         torch.randn(50, 1, generator=gen, dtype=torch.float64),
         torch.randn(50, 2, generator=gen, dtype=torch.float64).abs(),
-    ):
+    ]
+
+
+def test_mgda_device_degenerate_gramians():
+    for G in degenerate_gradients(seed=2):
         host = torch.from_numpy(min_norm_simplex((G @ G.T).numpy())) @ G
         device = mgda_weights_device(G @ G.T) @ G
         size = float(G.norm(dim=1).max())
@@ -499,19 +506,7 @@ def test_dual_cone_device_degenerate_gramians():
     interior-point answer stands, 2e-8 off). With a gradient 1e6 times the others and
     reg_eps = 0, the host's NNLS is 8e-4 off (its tie-break 1e-14 tr(A) is large next to the
     small tasks' entries); the device's, relative to each task's own scale, is not."""
-    gen = torch.Generator().manual_seed(4)
-    a, b, c = torch.randn(3, 30, generator=gen, dtype=torch.float64)
-    zero = torch.zeros(30, dtype=torch.float64)
-    for G in (
-        torch.stack([a, a, b, b]),
-        torch.stack([a, 2 * a, -0.5 * a]),
-        torch.stack([a, -a, b]),
-        torch.stack([a, zero, b]),
-        torch.stack([a.abs(), b.abs(), c.abs()]),
-        torch.stack([1e6 * a, b, c]),
-        torch.randn(50, 1, generator=gen, dtype=torch.float64),
-        torch.randn(50, 2, generator=gen, dtype=torch.float64).abs(),
-    ):
+    for G in degenerate_gradients(seed=4):
         size = float(G.norm(dim=1).max())
         for method in ("upgrad", "dualproj"):
             targets = dual_cone_targets(method, G.shape[0]).numpy()

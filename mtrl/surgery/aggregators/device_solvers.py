@@ -230,52 +230,83 @@ def simplex_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Ten
     and their dual slacks z [K, T] (w_i > z_i marks the support).
 
     A fixed number of Mehrotra predictor-corrector steps of a primal-dual interior-point method
-    from w = 1/T (so Σw = 1 holds throughout), duals z = 1; each step solves the Newton system
-    ``(H + diag(z/w)) Δw + Δν 1 = -r`` with one Cholesky factorisation, eliminating Δν through
-    ``1ᵀΔw = 0``. Steps stop short of the orthant's boundary (fraction 0.99).
+    (``_interior_point``) from w = 1/T (so Σw = 1 holds throughout), duals z = 1; each step
+    solves the Newton system ``(H + diag(z/w)) Δw + Δν 1 = -r`` with one Cholesky
+    factorisation, eliminating Δν through ``1ᵀΔw = 0``.
 
     :param hessians: [K, T, T] positive definite.
     :param linear: [K, T].
     """
+    return _interior_point(hessians, linear, iters, simplex=True)
+
+
+def orthant_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+    """Minimisers x [K, T] of ``½ xᵀH_k x + p_kᵀx`` over x >= 0, K problems at once, and their
+    dual slacks z [K, T] (x_i > z_i marks the support): the steps of ``simplex_qp_device``
+    without the equality constraint, from x = z = 1, each solving ``(H + diag(z/x)) Δx = -r``.
+
+    :param hessians: [K, T, T] positive definite.
+    :param linear: [K, T].
+    """
+    return _interior_point(hessians, linear, iters, simplex=False)
+
+
+def _interior_point(
+    hessians: Tensor, linear: Tensor, iters: int, simplex: bool
+) -> tuple[Tensor, Tensor]:
+    """Mehrotra predictor-corrector steps for ``min ½ xᵀH x + pᵀx`` over x >= 0, with
+    ``Σx = 1`` if ``simplex`` (multiplier ν); steps stop short of the orthant's boundary
+    (fraction 0.99). Returns the primal x and the dual slacks z, [K, T] each."""
     tasks = linear.shape[1]
-    w = torch.full_like(linear, 1.0 / tasks)
-    X = torch.stack([w, torch.ones_like(w)], dim=1)  # [K, 2, T]: primal w, dual z
-    nu = torch.zeros_like(linear[:, :1])
-    ones = torch.ones_like(linear).unsqueeze(2)
+    x0 = 1.0 / tasks if simplex else 1.0
+    X = torch.stack([torch.full_like(linear, x0), torch.ones_like(linear)], dim=1)  # [K, 2, T]
+    if simplex:
+        nu = torch.zeros_like(linear[:, :1])
+        ones = torch.ones_like(linear).unsqueeze(2)
     # minus the fractions of the step to the boundary, made on the device (no host copy)
     full, short = (torch.full((), -f, dtype=linear.dtype, device=linear.device) for f in (1, _TAU))
     for _ in range(iters):
-        w, z = X[:, 0], X[:, 1]
-        grad = torch.baddbmm(linear.unsqueeze(2), hessians, w.unsqueeze(2)).squeeze(2) + nu
-        dual_res = grad - z  # Hw + p + ν - z
-        ratio = z / w
+        x, z = X[:, 0], X[:, 1]
+        grad = torch.baddbmm(linear.unsqueeze(2), hessians, x.unsqueeze(2)).squeeze(2)
+        if simplex:
+            grad = grad + nu
+        dual_res = grad - z  # Hx + p (+ ν) - z
+        ratio = z / x
         chol = torch.linalg.cholesky_ex(hessians + torch.diag_embed(ratio))[0]
-        v = _cholesky_solve(chol, ones).squeeze(2)  # (H + Z/W)⁻¹ 1
-        v_sum = v.sum(dim=1, keepdim=True)
-        wz = w * z
-        mu = wz.mean(dim=1, keepdim=True)
+        v = v_sum = None
+        if simplex:
+            v = _cholesky_solve(chol, ones).squeeze(2)  # (H + Z/X)⁻¹ 1
+            v_sum = v.sum(dim=1, keepdim=True)
+        xz = x * z
+        mu = xz.mean(dim=1, keepdim=True)
         # predictor (affine scaling): complementarity target 0, so rhs = dual_res + z = grad
-        dw, _ = _newton(chol, v, v_sum, grad)
-        dz = -torch.addcmul(z, ratio, dw)
-        step = torch.stack([dw, dz], dim=1)
+        dx, _ = _newton(chol, v, v_sum, grad)
+        dz = -torch.addcmul(z, ratio, dx)
+        step = torch.stack([dx, dz], dim=1)
         alpha = _step_to_boundary(X, step, full)
         mu_affine = torch.addcmul(X, alpha, step).prod(dim=1).mean(dim=1, keepdim=True)
         sigma_mu = (mu_affine / mu) ** 3 * mu
         # corrector: centring plus the second-order term of the predictor
-        comp = torch.addcmul(wz, dw, dz) - sigma_mu
-        dw, t = _newton(chol, v, v_sum, dual_res + comp / w)
-        dz = -torch.addcmul(comp, z, dw) / w
-        step = torch.stack([dw, dz], dim=1)
+        comp = torch.addcmul(xz, dx, dz) - sigma_mu
+        dx, t = _newton(chol, v, v_sum, dual_res + comp / x)
+        dz = -torch.addcmul(comp, z, dx) / x
+        step = torch.stack([dx, dz], dim=1)
         alpha = _step_to_boundary(X, step, short)
         X = torch.addcmul(X, alpha, step)
-        nu = torch.addcmul(nu, alpha[:, 1], t, value=-1)
+        if t is not None:
+            nu = torch.addcmul(nu, alpha[:, 1], t, value=-1)
     return X[:, 0], X[:, 1]
 
 
-def _newton(chol: Tensor, v: Tensor, v_sum: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
-    """Δw with ``(H + Z/W) Δw + Δν 1 = -rhs`` and ``1ᵀΔw = 0``, and t = -Δν, given the
-    Cholesky factor ``chol`` of H + Z/W and v = (H + Z/W)⁻¹ 1 with its sum."""
+def _newton(
+    chol: Tensor, v: Tensor | None, v_sum: Tensor | None, rhs: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """Δx with ``(H + Z/X) Δx = -rhs`` given the Cholesky factor ``chol`` of H + Z/X, and None;
+    with the simplex's constraint (v = (H + Z/X)⁻¹ 1 and its sum given), Δx with
+    ``(H + Z/X) Δx + Δν 1 = -rhs`` and ``1ᵀΔx = 0``, and t = -Δν."""
     u = _cholesky_solve(chol, rhs.unsqueeze(2)).squeeze(2)
+    if v is None:
+        return -u, None
     t = u.sum(dim=1, keepdim=True) / v_sum
     return t * v - u, t
 
@@ -479,41 +510,3 @@ def _orthant_on_supports(
     feasible = (x >= -tol) & (supports | (reduced >= -tol))
     optimal = feasible.all(dim=-1) & torch.isfinite(x).all(dim=-1) & (info == 0)
     return x, optimal
-
-
-def orthant_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tensor, Tensor]:
-    """Minimisers x [K, T] of ``½ xᵀH_k x + p_kᵀx`` over x >= 0, K problems at once, and their
-    dual slacks z [K, T] (x_i > z_i marks the support).
-
-    Mehrotra predictor-corrector steps of a primal-dual interior-point method from x = z = 1,
-    as ``simplex_qp_device`` without the equality constraint: each step solves
-    ``(H + diag(z/x)) Δx = -r`` with one Cholesky factorisation and stops short of the orthant's
-    boundary (fraction 0.99).
-
-    :param hessians: [K, T, T] positive definite.
-    :param linear: [K, T].
-    """
-    X = torch.stack([torch.ones_like(linear), torch.ones_like(linear)], dim=1)  # [K, 2, T]
-    full, short = (torch.full((), -f, dtype=linear.dtype, device=linear.device) for f in (1, _TAU))
-    for _ in range(iters):
-        x, z = X[:, 0], X[:, 1]
-        grad = torch.baddbmm(linear.unsqueeze(2), hessians, x.unsqueeze(2)).squeeze(2)
-        dual_res = grad - z  # Hx + p - z
-        ratio = z / x
-        chol = torch.linalg.cholesky_ex(hessians + torch.diag_embed(ratio))[0]
-        xz = x * z
-        mu = xz.mean(dim=1, keepdim=True)
-        # predictor (affine scaling): complementarity target 0, so rhs = dual_res + z = grad
-        dx = -_cholesky_solve(chol, grad.unsqueeze(2)).squeeze(2)
-        dz = -torch.addcmul(z, ratio, dx)
-        step = torch.stack([dx, dz], dim=1)
-        alpha = _step_to_boundary(X, step, full)
-        mu_affine = torch.addcmul(X, alpha, step).prod(dim=1).mean(dim=1, keepdim=True)
-        sigma_mu = (mu_affine / mu) ** 3 * mu
-        # corrector: centring plus the second-order term of the predictor
-        comp = torch.addcmul(xz, dx, dz) - sigma_mu
-        dx = -_cholesky_solve(chol, (dual_res + comp / x).unsqueeze(2)).squeeze(2)
-        dz = -torch.addcmul(comp, z, dx) / x
-        step = torch.stack([dx, dz], dim=1)
-        X = torch.addcmul(X, _step_to_boundary(X, step, short), step)
-    return X[:, 0], X[:, 1]
