@@ -7,6 +7,7 @@
 #
 #     bash benchmarks/gpu.sh                 # all steps
 #     STEPS="tests update" bash benchmarks/gpu.sh
+#     METHODS="pcgrad cagrad" STEPS=update bash benchmarks/gpu.sh   # fewer methods, less time
 set -u
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no GL on the machine: none needed
 if [ -d .whl ]; then
@@ -29,10 +30,10 @@ torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,utilization.gpu --format=csv | tee -a "$LOG"
 for step in $STEPS; do
     case $step in
-    tests) run 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+    tests) run 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
         tests/agents/test_graphed.py ;;
-    update) run 150 python3 benchmarks/update_cost.py --device cuda --rounds 30 \
-        --methods ${METHODS:-pcgrad cagrad} ;;
+    update) run 240 python3 benchmarks/update_cost.py --device cuda --rounds 30 \
+        --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
     throughput) run 220 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
         --steps "${TSTEPS:-300}" --paths ${PATHS_:-fast graph} ;;
     evaluation) run 60 python3 benchmarks/evaluation.py --device cuda --workers 16 \
