@@ -99,7 +99,7 @@ def aggregators_text() -> str:
         traits = [cls.kind]
         traits += [t for t in ("stochastic", "stateful") if getattr(cls, t)]
         traits.append("device" if cls.device_solver else "host")
-        traits += ["graph"] if get_aggregator(name).runs_on_device() else []
+        traits += ["graph"] if get_aggregator(name).capturable() else []
         paper = f"; {cls.paper}" if cls.paper else ""
         lines.append(f"{name}: {description} ({', '.join(traits)}{paper})")
         specs = option_specs(name).values()

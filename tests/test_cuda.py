@@ -45,7 +45,7 @@ def max_difference(a: MTSAC, b: MTSAC) -> float:
     return max((x - y).abs().max().item() for x, y in pairs)
 
 
-DEVICE_SOLVED = ("mgda", "imtl-g", "upgrad", "dualproj")
+DEVICE_SOLVED = ("mgda", "upgrad", "dualproj")
 """Weightings with a device solver whose capture had not been checked on a GPU when added."""
 
 
@@ -84,6 +84,24 @@ def test_a_failed_capture_warns_once_and_runs_eagerly(capsys):
     assert update.failed and update.graph is None
     assert capsys.readouterr().err.count("warning: compile: the update runs eagerly") == 1
     assert any(not torch.equal(a, p) for a, p in zip(before, agent.actor.parameters(), strict=True))
+
+
+def test_eigh_cannot_be_captured_so_imtl_g_updates_stay_eager():
+    # IMTL-G's capture_blocker rests on this (pytorch/pytorch#188355): if a capture of eigh
+    # starts to work, lift the block and add imtl-g to DEVICE_SOLVED
+    agent = mt10_agent("mt10-mtsac", "surgery=imtl-g", "surgery.solver=device")
+    assert "eigh" in graph_blocker(agent)
+    assert not isinstance(make_updater(agent, "auto"), GraphedUpdate)
+    a = torch.eye(4, dtype=torch.float64, device="cuda") * 2
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        torch.linalg.eigh(a)  # cuSOLVER's handle and workspace exist before the capture
+    torch.cuda.current_stream().wait_stream(side)
+    with pytest.raises(RuntimeError), torch.cuda.graph(torch.cuda.CUDAGraph()):
+        torch.linalg.eigh(a)
+    torch.cuda.synchronize()
+    assert torch.equal(torch.linalg.eigh(a)[0], torch.full((4,), 2.0, device="cuda").double())
 
 
 def test_compile_auto_captures_on_the_gpu_where_nothing_blocks_it():

@@ -47,6 +47,13 @@ def test_which_aggregators_run_on_the_device(name, options, on_device):
     assert get_aggregator(name, **options).runs_on_device() is on_device
 
 
+def test_imtl_g_solves_on_the_device_but_is_not_captured():
+    imtl = get_aggregator("imtl-g")
+    assert imtl.runs_on_device() and not imtl.capturable() and "eigh" in imtl.capture_blocker
+    assert all(get_aggregator(name).capturable() for name in ("mgda", "upgrad", "dualproj"))
+    assert not get_aggregator("mgda", solver="host").capturable()
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

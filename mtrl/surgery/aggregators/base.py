@@ -57,7 +57,9 @@ class Aggregator:
     numbers; its ``__init__`` takes ``seed``, which runs set from the run seed), ``stateful``
     (keeps state across updates, saved in checkpoints through ``state_dict``/``load_state_dict``),
     ``device_solver`` (computes its weights or direction with tensor ops on the gradients'
-    device, without a host sync: for a ``Weighting``, it has ``device_weights``).
+    device, without a host sync: for a ``Weighting``, it has ``device_weights``),
+    ``capture_blocker`` (why its device path, though free of host syncs, cannot be recorded in
+    a CUDA graph; None if it can).
     """
 
     name: ClassVar[str] = ""
@@ -68,6 +70,7 @@ class Aggregator:
     stochastic: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
     device_solver: ClassVar[bool] = False
+    capture_blocker: ClassVar[str | None] = None
 
     check_finite: bool = True
     check_direction: bool = True
@@ -112,6 +115,11 @@ class Aggregator:
         checks), so it can be captured in a CUDA graph: fixed deterministic weights, or a
         solver on the gradients' device."""
         return not self.stochastic and self.fixed_weights(2) is not None
+
+    def capturable(self) -> bool:
+        """True if an update with this aggregator can be recorded in a CUDA graph: it runs on
+        the device and nothing in its device path is known to break a capture."""
+        return self.runs_on_device() and self.capture_blocker is None
 
     def raise_non_finite(self, G: Tensor | TaskGradients) -> None:
         """Raise NonFiniteGradientError naming the tasks whose gradients hold NaN/inf."""

@@ -5,8 +5,9 @@ No host sync (no ``.item()``, ``bool(tensor)``, ``.cpu()``, ``.numpy()``), a fix
 steps and no data-dependent shapes, so one aggregation can be recorded in a CUDA graph and
 replayed; on the CPU they compute what the host solvers compute (PCGrad exactly, CAGrad to the
 tolerance its tests check, IMTL-G to ~1e-11, MGDA's, UPGrad's and DualProj's directions to
-rounding where their support steps succeed). IMTL-G uses ``torch.linalg.eigh``, whose capture in a CUDA graph was not
-checked on a GPU.
+rounding where their support steps succeed). IMTL-G's uses ``torch.linalg.eigh``, which
+cuSOLVER is reported not to run under capture (pytorch/pytorch#188355): it runs on the device
+outside graphs only.
 
 CAGrad's dual ``min_{w in simplex} wᵀA b + s sqrt(wᵀA w + eps)`` is solved through the family of
 quadratic programs ``x(κ) = argmin_{x in hull(G)} ‖x + κ g0‖²`` (g0 the mean gradient): the
@@ -353,8 +354,8 @@ def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
     weights.
 
     ``torch.linalg.eigh`` is one op on every device, with no host sync visible to the
-    dispatcher on the CPU; whether it can be recorded in a CUDA graph (torch checks its
-    convergence flag after the solver) was not checked on a GPU.
+    dispatcher on the CPU; on CUDA it is reported not to run under graph capture
+    (pytorch/pytorch#188355), so ``IMTLG.capture_blocker`` keeps it out of graphs.
 
     :param gram: the Gramian G Gᵀ [T, T], float64.
     :param rtol: eigenvalues below ``rtol`` times the largest are dropped (the host's T eps).

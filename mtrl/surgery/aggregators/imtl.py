@@ -69,14 +69,19 @@ class IMTLG(Weighting):
         else the host, faster there).
 
     The device path (``imtl_g_weights_device``) computes the same weights (to ~1e-11 in the
-    tests) with ``torch.linalg.eigh``, zero-gradient tasks masked instead of dropped; whether
-    that eigendecomposition can be recorded in a CUDA graph was not checked on a GPU (capture
-    not checked; torch checks eigh's convergence flag after the solver).
+    tests) with ``torch.linalg.eigh``, zero-gradient tasks masked instead of dropped. cuSOLVER's
+    eigendecomposition is reported not to run under CUDA-graph capture (pytorch/pytorch#188355:
+    "operation not permitted when stream is capturing"), so ``compile`` leaves updates with
+    IMTL-G eager (``capture_blocker``); ``tests/test_cuda.py`` checks that premise on a GPU.
     """
 
     description = "combination with equal projections on every unit task gradient (closed form)"
     paper = "Liu et al. 2021"
     device_solver = True
+    capture_blocker = (
+        "its device solver's eigendecomposition (torch.linalg.eigh) is reported not to run "
+        "under CUDA-graph capture (pytorch/pytorch#188355)"
+    )
 
     def __init__(self, solver: Literal["auto", "host", "device"] = "auto") -> None:
         self.solver = solver
