@@ -63,6 +63,19 @@ def run_stack(layers: nn.ModuleList, x: Tensor) -> Tensor:
     return x
 
 
+def repeat_per_set(h: Tensor, sets: int) -> Tensor:
+    """[E, N, D] -> [E * K, N, D]: member e's input for each of its K parameter sets (experts,
+    modules), laid out as ``linear_stack(members * K, ...)`` expects (e * K .. e * K + K - 1)."""
+    return h[:, None].expand(-1, sets, -1, -1).flatten(0, 1)
+
+
+def mix_sets(out: Tensor, weights: Tensor) -> Tensor:
+    """Σ_k weights[e, n, k] out[e * K + k, n]: each member's K outputs [E * K, N, D] mixed by its
+    weights [E, N, K] into [E, N, D]."""
+    members, sets = weights.shape[0], weights.shape[-1]
+    return torch.einsum("eknd,enk->end", out.unflatten(0, (members, sets)), weights)
+
+
 def drop_task_columns(x: Tensor, task_columns: tuple[int, int]) -> Tensor:
     """``x`` without the one-hot task id at columns ``task_columns = (start, stop)``."""
     start, stop = task_columns

@@ -26,6 +26,7 @@ from mtrl.agents.networks import (
     init_flax_embedding_,
     init_uniform_,
     linear_stack,
+    mix_sets,
     run_stack,
 )
 from mtrl.agents.registry import register_network
@@ -60,7 +61,7 @@ class CARENetwork(nn.Module):
         num_experts: Annotated[Int, Ge(1)] = 6,
     ) -> None:
         super().__init__()
-        self.members, self.num_experts, self.task_columns = members, num_experts, task_columns
+        self.task_columns = task_columns
         self.temperature = encoder_temperature
         encoder = [encoder_width] * encoder_depth
         self.embedding = EnsembleLinear(members, tasks, embedding_dim, bias=False)
@@ -75,9 +76,8 @@ class CARENetwork(nn.Module):
     def forward(self, x: Tensor, one_hot: Tensor) -> Tensor:
         context = run_stack(self.context, F.relu(self.embedding(one_hot)))  # [E, N, D]
         weights = torch.softmax(run_stack(self.attention, context) / self.temperature, dim=-1)
-        experts = run_stack(self.experts, drop_task_columns(x, self.task_columns))
-        experts = experts.unflatten(0, (self.members, self.num_experts))  # [E, K, N, D]
-        encoded = torch.einsum("eknd,enk->end", experts, weights)
+        experts = run_stack(self.experts, drop_task_columns(x, self.task_columns))  # [E*K, N, D]
+        encoded = mix_sets(experts, weights)
         return run_stack(self.torso, torch.cat([encoded, context], dim=-1))
 
     def init_metaworld(self, head_bound: float) -> None:

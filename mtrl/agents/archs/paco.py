@@ -12,12 +12,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import torch.nn.functional as F
 from annotated_types import Ge
 from torch import Tensor, nn
 
-from mtrl.agents.networks import EnsembleLinear, drop_task_columns, init_uniform_, linear_stack
+from mtrl.agents.networks import (
+    EnsembleLinear,
+    drop_task_columns,
+    init_uniform_,
+    linear_stack,
+    mix_sets,
+    repeat_per_set,
+)
 from mtrl.agents.registry import register_network
 from mtrl.configtypes import Int
 
@@ -42,7 +48,7 @@ class PaCoNetwork(nn.Module):
         num_parameter_sets: Annotated[Int, Ge(1)] = 5,
     ) -> None:
         super().__init__()
-        self.members, self.sets, self.task_columns = members, num_parameter_sets, task_columns
+        self.sets, self.task_columns = num_parameter_sets, task_columns
         self.task_weights = EnsembleLinear(members, tasks, num_parameter_sets)  # w_τ
         # layer i's K parameter sets of member e are members e * K .. e * K + K - 1
         self.layers = linear_stack(
@@ -54,9 +60,8 @@ class PaCoNetwork(nn.Module):
         h = drop_task_columns(x, self.task_columns)  # [N, features]: the first layer broadcasts
         for i, layer in enumerate(self.layers):
             if i:  # every parameter set of member e reads member e's mixed output
-                h = h[:, None].expand(-1, self.sets, -1, -1).flatten(0, 1)  # [E * K, N, D]
-            out = layer(h).unflatten(0, (self.members, self.sets))  # [E, K, N, out]
-            h = torch.einsum("eknd,enk->end", out, weights)
+                h = repeat_per_set(h, self.sets)  # [E * K, N, D]
+            h = mix_sets(layer(h), weights)
             if i < len(self.layers) - 1:
                 h = F.relu(h)
         return h

@@ -29,6 +29,8 @@ from mtrl.agents.networks import (
     drop_task_columns,
     init_uniform_,
     linear_stack,
+    mix_sets,
+    repeat_per_set,
     run_stack,
 )
 from mtrl.agents.registry import register_network
@@ -107,13 +109,14 @@ class SoftModulesNetwork(nn.Module):
         obs_embedding = run_stack(self.encoder, drop_task_columns(x, self.task_columns))
         weights = self.routing_weights(one_hot, obs_embedding)
         # every module of the first layer reads relu(f(s)): [E * M, N, D]
-        h = F.relu(obs_embedding)[:, None].expand(-1, self.num_modules, -1, -1).flatten(0, 1)
+        h = repeat_per_set(F.relu(obs_embedding), self.num_modules)
         for layer, probs in zip(self.modules_, weights, strict=True):
-            out = layer(h).unflatten(0, (self.members, self.num_modules))  # [E, M, N, d]
+            out = layer(h)  # [E * M, N, d]
             if probs.dim() == 4:  # module j of the next layer reads Σ_k p[j, k] out_k
+                out = out.unflatten(0, (self.members, self.num_modules))
                 h = F.relu(torch.einsum("eknd,enjk->ejnd", out, probs)).flatten(0, 1)
             else:  # the output layer reads Σ_k p[k] out_k
-                h = F.relu(torch.einsum("eknd,enk->end", out, probs))
+                h = F.relu(mix_sets(out, probs))
         return self.head(h)
 
     def init_metaworld(self, head_bound: float) -> None:
