@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -145,6 +145,10 @@ class Aggregator:
     def options(self) -> dict[str, Any]:
         """The options this aggregator was built with."""
         return {}
+
+
+Solver = Literal["auto", "host", "device"]
+"""The ``solver`` option of a ``Weighting`` with a device solver (see ``Weighting``)."""
 
 
 class Weighting(Aggregator):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from mtrl.configtypes import Float, Int
-from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.base import Solver, Weighting
 from mtrl.surgery.aggregators.blas import single_blas_thread
 from mtrl.surgery.aggregators.device_solvers import CAGRAD_ITERS, cagrad_weights_device
 from mtrl.surgery.aggregators.registry import register_aggregator
@@ -84,7 +84,7 @@ class CAGrad(Weighting):
         rescale: Annotated[Int, Ge(0), Le(2)] = 1,
         tol: Annotated[Float, Gt(0)] = 1e-10,
         max_iter: Annotated[Int, Ge(1)] = 200,
-        solver: Literal["auto", "host", "device"] = "auto",
+        solver: Solver = "auto",
         device_iters: Annotated[Int, Ge(1)] = CAGRAD_ITERS,
     ):
         self.c, self.rescale, self.tol, self.max_iter = float(c), int(rescale), tol, max_iter

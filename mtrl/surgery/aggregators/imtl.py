@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.surgery.aggregators.base import Aggregation, Weighting
+from mtrl.surgery.aggregators.base import Aggregation, Solver, Weighting
 from mtrl.surgery.aggregators.blas import single_blas_thread
 from mtrl.surgery.aggregators.device_solvers import imtl_g_weights_device
 from mtrl.surgery.aggregators.qp import nonzero_tasks
@@ -83,7 +83,7 @@ class IMTLG(Weighting):
         "under CUDA-graph capture (pytorch/pytorch#188355)"
     )
 
-    def __init__(self, solver: Literal["auto", "host", "device"] = "auto") -> None:
+    def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver
         self.eps = float(torch.finfo(torch.float64).eps)
 

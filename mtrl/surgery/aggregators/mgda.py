@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.base import Solver, Weighting
 from mtrl.surgery.aggregators.device_solvers import MGDA_ITERS, mgda_weights_device
 from mtrl.surgery.aggregators.qp import min_norm_simplex
 from mtrl.surgery.aggregators.registry import register_aggregator
@@ -50,7 +50,7 @@ class MGDA(Weighting):
     paper = "Sener & Koltun 2018"
     device_solver = True
 
-    def __init__(self, solver: Literal["auto", "host", "device"] = "auto") -> None:
+    def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver
 
     def weights(self, gram: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.base import Solver, Weighting
 from mtrl.surgery.aggregators.device_solvers import pcgrad_weights_device, random_order_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 
@@ -72,7 +72,7 @@ class PCGrad(Weighting):
         self,
         reduction: Literal["sum", "mean"] = "sum",
         order: Literal["per_task", "shared"] = "per_task",
-        solver: Literal["auto", "host", "device"] = "auto",
+        solver: Solver = "auto",
         seed: int | None = None,
     ) -> None:
         self.reduction = reduction

@@ -3,7 +3,7 @@ Optimization", arXiv:2406.16232), as in torchjd, the authors' library."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from annotated_types import Ge
 from torch import Tensor
 
 from mtrl.configtypes import Float
-from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.base import Solver, Weighting
 from mtrl.surgery.aggregators.device_solvers import DUAL_CONE_ITERS, dual_cone_weights_device
 from mtrl.surgery.aggregators.qp import project_dual_cone
 from mtrl.surgery.aggregators.registry import register_aggregator
@@ -35,7 +35,7 @@ class _DualConeWeighting(Weighting):
         self,
         reg_eps: Annotated[Float, Ge(0)] = 1e-4,
         norm_eps: Annotated[Float, Ge(0)] = 1e-4,
-        solver: Literal["auto", "host", "device"] = "auto",
+        solver: Solver = "auto",
     ) -> None:
         self.reg_eps, self.norm_eps = float(reg_eps), float(norm_eps)
         self.solver = solver
