@@ -4,6 +4,11 @@ The vectorised engine produces one [T, *shape] gradient per parameter. Concatena
 a flat [T, P] matrix costs a full copy (as much as a third of the backward for MT-SAC sized
 critics at T=50), and writing a direction back into ``.grad`` would split it again. Every
 aggregator only needs the Gramian G Gᵀ and combinations wᵀG, which blocks give directly.
+
+A block need not have its task axis outermost in memory: an ensemble layer's per-task
+gradients come out of one batched product member-major ([E, T, ...] in memory, viewed as
+[T, E, ...]), and transposing them would copy the largest tensors of the update. Each block is
+read through a view [C, T, K] (C = 1 for a task-major block, C = E for a member-major one).
 """
 
 from __future__ import annotations
@@ -12,6 +17,36 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+SMALL_GRAM_TASKS = 16
+"""Below this many tasks the CPU BLAS computes one [T, K] x [K, T] product poorly (at T = 10,
+K = 320,000: 2.8 ms on one thread whatever the thread count, against 0.55 ms as a batch of
+products over chunks of K on 2 threads; from T = 16 on the two are equal, see BENCHMARKS.md)."""
+GRAM_CHUNK = 4096
+"""Elements of K per product in that batch."""
+
+
+def task_view(block: Tensor) -> Tensor:
+    """``block`` [T, *shape] as [C, T, K]: a view where the task axis is outermost or second in
+    memory, else a contiguous copy."""
+    tasks = block.shape[0]
+    if block.is_contiguous():
+        return block.view(1, tasks, -1)
+    if block.dim() > 1 and block.movedim(0, 1).is_contiguous():
+        return block.movedim(0, 1).reshape(block.shape[1], tasks, -1)
+    return block.contiguous().view(1, tasks, -1)
+
+
+def _gram(rows: Tensor) -> Tensor:
+    """rows rowsᵀ for a [T, K] matrix whose rows are contiguous."""
+    tasks, size = rows.shape
+    chunks = size // GRAM_CHUNK
+    if rows.device.type != "cpu" or tasks >= SMALL_GRAM_TASKS or chunks < 2:
+        return rows @ rows.T
+    head = rows[:, : chunks * GRAM_CHUNK].view(tasks, chunks, GRAM_CHUNK).transpose(0, 1)
+    gram = torch.bmm(head, head.transpose(1, 2)).sum(dim=0)
+    tail = rows[:, chunks * GRAM_CHUNK :]
+    return gram + tail @ tail.T if tail.shape[1] else gram
 
 
 class TaskGradients:
@@ -32,12 +67,13 @@ class TaskGradients:
         if not all(b.is_floating_point() for b in blocks):
             raise ValueError("expected float gradient blocks")
         self.blocks = blocks
+        self._views = [task_view(b) for b in blocks]
         self.num_tasks = blocks[0].shape[0]
         self.num_params = sum(b[0].numel() for b in blocks)
         self.dtype, self.device = blocks[0].dtype, blocks[0].device
 
     def rows(self) -> list[Tensor]:
-        """The blocks as 2-D views [T, P_k]."""
+        """The blocks as 2-D [T, P_k]: views of task-major blocks, copies of member-major ones."""
         return [b.reshape(self.num_tasks, -1) for b in self.blocks]
 
     def gramian(self) -> Tensor:
@@ -50,16 +86,19 @@ class TaskGradients:
         return self._gram_sum().to(dtype=torch.float64)
 
     def _gram_sum(self) -> Tensor:
-        return sum(r @ r.T for r in self.rows())  # type: ignore[return-value]
+        return sum(_gram(rows) for view in self._views for rows in view)  # type: ignore[return-value]
 
     def combine(self, weights: Tensor) -> list[Tensor]:
         """wᵀG as one direction block per parameter, each shaped like the parameter."""
         w = weights.to(device=self.device, dtype=self.dtype)
-        return [(w @ r).view(b.shape[1:]) for r, b in zip(self.rows(), self.blocks, strict=True)]
+        return [
+            torch.matmul(w, view).view(b.shape[1:])
+            for view, b in zip(self._views, self.blocks, strict=True)
+        ]
 
     def finite_rows(self) -> Tensor:
         """A bool [T]: True where a task's gradient is entirely finite."""
-        return torch.stack([torch.isfinite(r).all(dim=1) for r in self.rows()]).all(dim=0)
+        return torch.stack([torch.isfinite(v).all(dim=2).all(dim=0) for v in self._views]).all(0)
 
     def matrix(self) -> Tensor:
         """The flat [T, P] matrix (a copy, except for a single 2-D block)."""
@@ -82,4 +121,8 @@ def as_task_gradients(G: Tensor | TaskGradients) -> TaskGradients:
 def all_finite(direction: Tensor | Sequence[Tensor]) -> bool:
     """True if every element of a direction (flat or per-parameter blocks) is finite."""
     parts = [direction] if isinstance(direction, Tensor) else list(direction)
+    # A sum is finite unless an element is NaN/inf or it overflowed: one cheap reduction per
+    # block (isfinite costs five passes), and the elementwise check only when the sum is not.
+    if bool(torch.isfinite(torch.stack([p.sum(dtype=torch.float64) for p in parts]).sum())):
+        return True
     return bool(torch.stack([torch.isfinite(p).all() for p in parts]).all())

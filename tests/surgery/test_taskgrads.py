@@ -1,0 +1,68 @@
+"""TaskGradients over blocks laid out task-major, member-major or otherwise: the same Gramian,
+directions and finite checks as the flat [T, P] matrix."""
+
+import pytest
+import torch
+
+from mtrl.surgery import get_aggregator
+from mtrl.surgery.taskgrads import GRAM_CHUNK, TaskGradients, all_finite, task_view
+
+T = 5
+
+
+def member_major(members: int, *shape: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A buffer [E, T, *shape] and its task-major view [T, E, *shape]."""
+    buffer = torch.randn(members, T, *shape, generator=torch.Generator().manual_seed(seed))
+    return buffer, buffer.transpose(0, 1)
+
+
+def flat(blocks: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([b.reshape(T, -1) for b in blocks], dim=1)
+
+
+def test_member_major_blocks_are_read_in_place():
+    buffer, block = member_major(3, 4, 2)
+    view = task_view(block)
+    assert view.shape == (3, T, 8) and view.data_ptr() == buffer.data_ptr()
+    contiguous = torch.randn(T, 4, 2)
+    assert task_view(contiguous).data_ptr() == contiguous.data_ptr()
+    strided = torch.randn(4, T, 2).permute(1, 2, 0)  # neither layout: copied once
+    torch.testing.assert_close(task_view(strided)[0], strided.reshape(T, -1))
+
+
+@pytest.mark.parametrize("size", [7, 3 * GRAM_CHUNK, 3 * GRAM_CHUNK + 11])
+def test_mixed_layouts_give_the_flat_matrix_results(size):
+    """Gramian (one product, or chunks of K with and without a tail), directions and the
+    finite rows of task-major, member-major and strided blocks equal the flat matrix's."""
+    blocks = [
+        member_major(2, size, seed=1)[1],
+        torch.randn(T, 3, 4, generator=torch.Generator().manual_seed(2)),
+        torch.randn(3, T, 2, generator=torch.Generator().manual_seed(3)).permute(1, 2, 0),
+    ]
+    G, ref = TaskGradients(blocks), flat(blocks)
+    torch.testing.assert_close(G.gramian(), ref.double() @ ref.double().T, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(G.matrix(), ref)
+    w = torch.linspace(-1.0, 2.0, T)
+    direction = torch.cat([d.flatten() for d in G.combine(w)])
+    torch.testing.assert_close(direction, w @ ref, rtol=1e-5, atol=1e-4)
+    for d, b in zip(G.combine(w), blocks, strict=True):
+        assert d.shape == b.shape[1:]
+    torch.testing.assert_close(
+        torch.cat([d.flatten() for d in get_aggregator("pcgrad", seed=0)(G)]),
+        get_aggregator("pcgrad", seed=0)(ref),
+        rtol=1e-5,
+        atol=1e-4,
+    )
+    blocks[0][3, 1, 0] = float("nan")
+    assert TaskGradients(blocks).finite_rows().tolist() == [True, True, True, False, True]
+
+
+def test_all_finite_checks_elements_not_only_the_sum():
+    big = torch.full((2, 3), 1e308, dtype=torch.float64)  # its sum overflows
+    assert all_finite([big, torch.ones(4)])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.ones(2, 3)
+        x[1, 2] = bad
+        assert not all_finite([torch.ones(4), x]) and not all_finite(x)
+    pair = torch.tensor([float("inf"), -float("inf")])  # sums to NaN, still caught
+    assert not all_finite(pair)
