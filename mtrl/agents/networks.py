@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtrl.agents.registry import build_network, register_network
-from mtrl.surgery.layergrads import register_layer_rule, task_rows
+from mtrl.surgery.layergrads import Alloc, register_layer_rule, task_rows
 
 InitScheme = Literal["torch", "metaworld"]
 ACTOR_HEAD_BOUND = 1e-3
@@ -99,31 +99,43 @@ def init_flax_embedding_(layer: EnsembleLinear) -> None:
         nn.init.trunc_normal_(layer.weight, 0.0, std, -2 * std, 2 * std)
 
 
-def _per_task_products(x: Tensor, d: Tensor, tasks: int) -> Tensor:
-    """Σ_b x_b ⊗ d_b per task and member: [T, E, in, out] from inputs [N, in] or [E, N, in] and
-    output gradients [E, N, out]. The small operands are laid out task-first so the big result
-    comes out of one batched product without a transposing copy."""
-    members = d.shape[0]
-    dt = task_rows(d, tasks).transpose(0, 1)  # [T, E, B, out]
-    if x.dim() == 2:
-        xt = task_rows(x, tasks)[:, None].expand(-1, members, -1, -1)  # [T, E, B, in]
-    else:
-        xt = task_rows(x, tasks).transpose(0, 1)
-    rows = dt.shape[2]
-    xt = xt.reshape(tasks * members, rows, -1)
-    return torch.bmm(xt.transpose(1, 2), dt.reshape(tasks * members, rows, -1)).view(
-        tasks, members, xt.shape[-1], dt.shape[-1]
-    )
+def _per_task_products(x: Tensor, d: Tensor, tasks: int, out: Tensor) -> Tensor:
+    """Σ_b x_b ⊗ d_b per member and task: [E, T, in, out] from inputs [N, in] or [E, N, in] and
+    output gradients [E, N, out], member-major as one batched product writes it (a task-major
+    result would need a transposing copy of the largest tensors; ``TaskGradients`` reads
+    member-major blocks as they are), written into ``out``."""
+    members, rows = d.shape[0], d.shape[1] // tasks
+    dt = d.reshape(members * tasks, rows, -1)
+    if x.dim() == 3:
+        xt = x.reshape(members * tasks, rows, -1).transpose(1, 2)
+        torch.bmm(xt, dt, out=out.view(members * tasks, *out.shape[2:]))
+        return out
+    xt = task_rows(x, tasks).transpose(1, 2)  # [T, in, B], shared by the members
+    for member in range(members):
+        torch.bmm(xt, dt[member * tasks : (member + 1) * tasks], out=out[member])
+    return out
+
+
+def _per_task_bias(d: Tensor, tasks: int) -> Tensor:
+    """Σ_b d_b per member and task: [E, T, out] from output gradients [E, N, out]."""
+    return task_rows(d, tasks).sum(dim=2)
+
+
+def _member_major(weight: Tensor, tasks: int) -> tuple[int, ...]:
+    """The shape [E, T, ...] of per-task gradients of ``weight`` [E, ...], member-major."""
+    return (weight.shape[0], tasks, *weight.shape[1:])
 
 
 @register_layer_rule(EnsembleLinear)
 def _ensemble_linear_rule(
-    layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int
+    layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int, alloc: Alloc
 ) -> dict[str, Tensor]:
-    """Per-task gradients [T, E, in, out] and [T, E, 1, out] (inputs [N, in] or [E, N, in])."""
-    grads = {"weight": _per_task_products(inputs[0].detach(), d, tasks)}
+    """Per-task gradients [T, E, in, out] and [T, E, 1, out] (inputs [N, in] or [E, N, in]),
+    as task-major views of member-major tensors."""
+    weight = alloc("weight", _member_major(layer.weight, tasks))
+    grads = {"weight": _per_task_products(inputs[0].detach(), d, tasks, weight).transpose(0, 1)}
     if layer.bias is not None:
-        grads["bias"] = task_rows(d, tasks).sum(dim=2).transpose(0, 1)[:, :, None]
+        grads["bias"] = _per_task_bias(d, tasks)[:, :, None].transpose(0, 1)
     return grads
 
 
@@ -149,16 +161,20 @@ class TaskHeads(nn.Module):
 
 @register_layer_rule(TaskHeads)
 def _task_heads_rule(
-    layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int
+    layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int, alloc: Alloc
 ) -> dict[str, Tensor]:
     """Task t's rows only reach their own head: its gradient fills head k_t of block t, where
     k_t is the one-hot id of the task's rows (every row of a task shares it)."""
     head = task_rows(inputs[1].detach(), tasks)[:, 0].argmax(dim=-1)  # [T]
     rows = torch.arange(tasks, device=d.device)
-    weight = layer.weight.new_zeros((tasks, *layer.weight.shape))
-    weight[rows, :, head] = _per_task_products(inputs[0].detach(), d, tasks)
-    bias = layer.bias.new_zeros((tasks, *layer.bias.shape))
-    bias[rows, :, 0, head] = task_rows(d, tasks).sum(dim=2).transpose(0, 1)
+    x = inputs[0].detach()
+    members, out_features = layer.weight.shape[0], layer.weight.shape[-1]
+    products = alloc("products", (members, tasks, x.shape[-1], out_features))
+    weight = alloc("weight", _member_major(layer.weight, tasks)).zero_()
+    weight[:, rows, head] = _per_task_products(x, d, tasks, products)
+    bias = layer.bias.new_zeros(_member_major(layer.bias, tasks))
+    bias[:, rows, 0, head] = _per_task_bias(d, tasks)
+    weight, bias = weight.transpose(0, 1), bias.transpose(0, 1)  # task-major views
     return {"weight": weight, "bias": bias}
 
 

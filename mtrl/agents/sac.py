@@ -29,7 +29,7 @@ from mtrl.surgery import (
     per_task_grads,
     write_grads,
 )
-from mtrl.surgery.layergrads import covers, layer_task_grads
+from mtrl.surgery.layergrads import Workspace, covers, layer_task_grads
 from mtrl.surgery.taskgrads import TaskGradients
 from mtrl.timing import SectionTimer
 
@@ -157,6 +157,11 @@ class MTSAC:
             for net, module in (("critic", self.critic), ("actor", self.actor))
         }
         """How each network's per-task gradients are formed: layers, vmap or loop."""
+        self._workspaces = {
+            net: Workspace() if self.device.type == "cpu" else None for net in self.aggregators
+        }
+        """Per network, the buffers its per-task gradients are written into on the CPU (see
+        ``Workspace``); on a GPU the caching allocator reuses memory by itself."""
         self.surgery_timer = SectionTimer(self.device)
         """Time in the aggregators (both networks); read and reset with ``take()``."""
         self._fixed_weights: dict[str, Tensor] = {}
@@ -261,7 +266,9 @@ class MTSAC:
         """Per-task gradients of ``module`` (blocks), the losses [T] and the auxiliary output."""
         mode = self.task_grad_modes[network]
         if mode == "layers":
-            return layer_task_grads(loss_fn, module, batch, self.num_tasks, has_aux)
+            return layer_task_grads(
+                loss_fn, module, batch, self.num_tasks, has_aux, self._workspaces[network]
+            )
         out = per_task_grads(
             per_task_loss(loss_fn, has_aux),
             dict(module.named_parameters()),

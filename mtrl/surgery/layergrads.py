@@ -10,6 +10,12 @@ task instead of per sample. It costs about one ordinary backward, without vmap's
 
 Layers declare how to do this through ``register_layer_rule``; a module whose parameters are
 not all owned by layers with a rule uses the vmap engine instead (see ``covers``).
+
+The per-task gradients are the largest tensors of an update (T times a network's size). On the
+CPU a freshly allocated tensor of tens of MB comes from new pages, and writing it costs page
+faults: at T = 50 the batched products took twice as long into fresh memory as into a reused
+buffer (31 vs 15 ms for the critic's 400 x 400 layer). A ``Workspace`` keeps those buffers from
+one update to the next.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from torch import Tensor, nn
 
 from mtrl.surgery.taskgrads import TaskGradients
 
-LayerRule = Callable[[nn.Module, tuple[Any, ...], Tensor, int], dict[str, Tensor]]
-"""``rule(layer, inputs, output_grad, T)`` -> {local parameter name: gradient [T, *shape]}."""
+Alloc = Callable[[str, tuple[int, ...]], Tensor]
+"""``alloc(name, shape)`` -> an uninitialised tensor of the output gradient's dtype and device,
+which a rule may write its result ``name`` into (reused across calls with a ``Workspace``)."""
+LayerRule = Callable[[nn.Module, tuple[Any, ...], Tensor, int, Alloc], dict[str, Tensor]]
+"""``rule(layer, inputs, output_grad, T, alloc)`` -> {local parameter name: gradient
+[T, *shape]}."""
 
 _RULES: dict[type[nn.Module], LayerRule] = {}
 
@@ -63,12 +73,41 @@ def task_rows(x: Tensor, tasks: int) -> Tensor:
     return x.reshape(*x.shape[:-2], tasks, rows // tasks, x.shape[-1])
 
 
+class Workspace:
+    """Buffers kept from one call of ``layer_task_grads`` to the next, one per layer call and
+    result; a buffer is replaced when its shape, dtype or device changes.
+
+    The gradients of a call live in these buffers: they are valid until the next call with the
+    same workspace (aggregators use G within ``aggregate`` and keep nothing of it).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def alloc(self, key: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """The buffer ``key`` shaped ``shape`` with ``like``'s dtype and device (uninitialised)."""
+        buffer = self._buffers.get(key)
+        if (
+            buffer is None
+            or buffer.shape != shape
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
+            buffer = self._buffers[key] = like.new_empty(shape)
+        return buffer
+
+    def nbytes(self) -> int:
+        """Memory held by the buffers."""
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
 def layer_task_grads(
     loss_fn: Callable[[Mapping[str, Tensor], Any], Any],
     module: nn.Module,
     batch: Any,
     tasks: int,
     has_aux: bool = False,
+    workspace: Workspace | None = None,
 ) -> tuple[TaskGradients, Tensor, Any]:
     """Per-task gradients of ``module``'s parameters in one fused forward and backward.
 
@@ -77,6 +116,8 @@ def layer_task_grads(
     :param module: the network differentiated; ``covers(module)`` must hold.
     :param batch: passed to ``loss_fn`` as is.
     :param tasks: T.
+    :param workspace: buffers to write the gradients into, reused across calls (None: fresh
+        tensors; the CUDA caching allocator reuses memory by itself).
     :return: the gradients (blocks in ``module.named_parameters()`` order), the detached
         losses [T] and the auxiliary output (None without ``has_aux``).
     """
@@ -103,22 +144,32 @@ def layer_task_grads(
     grads: dict[str, Tensor] = {}
     for name, recs in records.items():
         layer = layers[name]
-        for inputs, _output in recs:
+        for call, (inputs, _output) in enumerate(recs):
             d = next(output_grads)
             if d is None:
                 continue
-            for local, g in _RULES[type(layer)](layer, inputs, d.detach(), tasks).items():
+            alloc = _allocator(workspace, f"{name}#{call}", d)
+            for local, g in _RULES[type(layer)](layer, inputs, d.detach(), tasks, alloc).items():
                 key = f"{name}.{local}" if name else local
                 grads[key] = grads[key] + g if key in grads else g
     blocks = [grads[n] if n in grads else p.new_zeros((tasks, *p.shape)) for n, p in params.items()]
     return TaskGradients(blocks), losses.detach(), (aux.detach() if aux is not None else None)
 
 
+def _allocator(workspace: Workspace | None, prefix: str, like: Tensor) -> Alloc:
+    if workspace is None:
+        return lambda _name, shape: like.new_empty(shape)
+    return lambda name, shape: workspace.alloc(f"{prefix}.{name}", shape, like)
+
+
 @register_layer_rule(nn.Linear)
-def _linear_rule(layer: nn.Module, inputs: tuple[Any, ...], d: Tensor, tasks: int) -> dict:
+def _linear_rule(
+    layer: nn.Module, inputs: tuple[Any, ...], d: Tensor, tasks: int, alloc: Alloc
+) -> dict:
     x = task_rows(inputs[0].detach().reshape(-1, inputs[0].shape[-1]), tasks)
     dt = task_rows(d.reshape(-1, d.shape[-1]), tasks)
-    out = {"weight": torch.einsum("tbo,tbi->toi", dt, x)}
+    weight = alloc("weight", (tasks, dt.shape[-1], x.shape[-1]))
+    out = {"weight": torch.bmm(dt.transpose(1, 2), x, out=weight)}
     if layer.bias is not None:
         out["bias"] = dt.sum(dim=1)
     return out

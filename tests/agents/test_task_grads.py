@@ -116,3 +116,29 @@ def test_torch_linear_layers_and_coverage():
         from mtrl.agents.sac import _task_grad_mode
 
         _task_grad_mode("layers", TwoLayer(norm=True))
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "multihead"])
+def test_a_reused_workspace_gives_what_fresh_memory_gives(architecture):
+    """The second update's gradients go into the first's buffers (no new memory) and equal a
+    fresh computation: buffers left over (a task head filled for another task) are cleared."""
+    a = agent("layers", architecture)
+    workspace = a._workspaces["critic"]
+    assert workspace is not None
+    batches = [replay_batch(T, B, OBS, ACT, seed=s) for s in range(2)]
+    roll = torch.roll(torch.arange(T), 1)  # the second batch maps task t to head t - 1
+    for key in ("obs", "next_obs"):
+        batches[1][key][..., -T:] = batches[1][key][..., -T:][..., roll]
+
+    def critic_grads(batch, workspace):
+        torch.manual_seed(5)
+        target = a.critic_targets(batch)
+        tb = {"obs": batch["obs"], "action": batch["action"], "target": target}
+        return layer_task_grads(a._critic_losses, a.critic, tb, T, workspace=workspace)[0]
+
+    critic_grads(batches[0], workspace)
+    held = workspace.nbytes()
+    reused = critic_grads(batches[1], workspace)
+    assert held > 0 and workspace.nbytes() == held
+    for block, ref in zip(reused.blocks, critic_grads(batches[1], None).blocks, strict=True):
+        torch.testing.assert_close(block, ref)
