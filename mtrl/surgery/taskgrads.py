@@ -86,14 +86,25 @@ class TaskGradients:
         return self._gram_sum().to(dtype=torch.float64)
 
     def _gram_sum(self) -> Tensor:
-        return sum(_gram(rows) for view in self._views for rows in view)  # type: ignore[return-value]
+        return self.block_gramians().sum(dim=0)
+
+    def block_gramians(self) -> Tensor:
+        """Each block's own Gramian, [num_blocks, T, T] in G's dtype and on its device."""
+        return torch.stack([sum(_gram(rows) for rows in view) for view in self._views])
+
+    def views(self) -> list[Tensor]:
+        """The blocks as [C, T, K] views (C > 1 for member-major blocks, see ``task_view``):
+        column k of part c is element c * K + k of the flattened parameter."""
+        return list(self._views)
 
     def combine(self, weights: Tensor) -> list[Tensor]:
-        """wᵀG as one direction block per parameter, each shaped like the parameter."""
+        """wᵀG as one direction block per parameter, each shaped like the parameter; weights
+        [T], or [num_blocks, T] for one weighting per block."""
         w = weights.to(device=self.device, dtype=self.dtype)
+        per_block = w if w.dim() == 2 else w.expand(len(self.blocks), -1)
         return [
-            torch.matmul(w, view).view(b.shape[1:])
-            for view, b in zip(self._views, self.blocks, strict=True)
+            torch.matmul(wk, view).view(b.shape[1:])
+            for wk, view, b in zip(per_block, self._views, self.blocks, strict=True)
         ]
 
     def finite_rows(self) -> Tensor:

@@ -113,9 +113,15 @@ class GradDrop(Aggregator):
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         generator = self._generator(G.device)
         direction = []
-        for rows, block in zip(G.rows(), G.blocks, strict=True):
-            uniform = torch.rand(rows.shape[1], generator=generator, device=G.device, dtype=G.dtype)
-            direction.append(graddrop_block(rows, uniform, self.leak).view(block.shape[1:]))
+        for view, block in zip(G.views(), G.blocks, strict=True):
+            parts, _, size = view.shape  # one draw per coordinate of the flattened parameter
+            uniform = torch.rand(
+                parts * size, generator=generator, device=G.device, dtype=G.dtype
+            ).view(parts, size)
+            kept = [
+                graddrop_block(rows, u, self.leak) for rows, u in zip(view, uniform, strict=True)
+            ]
+            direction.append(torch.stack(kept).view(block.shape[1:]))
         return Aggregation(direction)
 
     def options(self) -> dict[str, Any]:

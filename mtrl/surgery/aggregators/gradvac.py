@@ -124,14 +124,11 @@ class GradVac(Weighting):
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         if self.granularity == "whole":
             return super()._aggregate(G)
-        rows = G.rows()
-        grams = torch.stack([r @ r.T for r in rows]).to(device="cpu", dtype=torch.float64)
+        grams = G.block_gramians().to(device="cpu", dtype=torch.float64)
         if self.check_finite and not bool(torch.isfinite(grams).all()):
             self.raise_non_finite(G)  # before the targets see NaN
-        weights = torch.from_numpy(self.vaccinate(grams.numpy())).to(G.device, G.dtype)
-        blocks = zip(weights, rows, G.blocks, strict=True)
-        direction = [(w @ r).view(b.shape[1:]) for w, r, b in blocks]
-        return Aggregation(direction, None, grams.sum(dim=0))
+        weights = torch.from_numpy(self.vaccinate(grams.numpy()))
+        return Aggregation(G.combine(weights), None, grams.sum(dim=0))
 
     def options(self) -> dict[str, Any]:
         return {"beta": self.beta, "granularity": self.granularity, "seed": self.seed}
