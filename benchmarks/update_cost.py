@@ -13,6 +13,7 @@ per-task gradients), checked first to give the same parameters as ``mean``.
     python benchmarks/update_cost.py                 # --quick: both shapes, CPU
     python benchmarks/update_cost.py --full
     python benchmarks/update_cost.py --device cuda
+    python benchmarks/update_cost.py --inductor      # also plain with torch.compile'd networks
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -179,10 +182,16 @@ def max_parameter_difference(a: MTSAC, b: MTSAC) -> float:
 
 
 def bench(
-    tasks: int, device: torch.device, rounds: int, methods: list[str], network: str = "mlp"
+    tasks: int,
+    device: torch.device,
+    rounds: int,
+    methods: list[str],
+    network: str = "mlp",
+    inductor: bool = False,
 ) -> dict[str, float]:
     """Median seconds per update of every method (``NAME`` on the fast path, ``NAME/eager`` on
-    the eager one for methods with per-task gradients), on one batch of the mt{tasks} shape."""
+    the eager one for methods with per-task gradients), on one batch of the mt{tasks} shape;
+    with ``inductor`` also ``plain/inductor`` (``compiled_plain``)."""
     agents = {m: make_agent(m, tasks, device, network=network) for m in methods}
     agents |= {
         f"{m}/eager": make_agent(m, tasks, device, "eager", network)
@@ -206,8 +215,23 @@ def bench(
                 for _ in range(WARMUP_UPDATES + 2):  # warm-up and capture, before the timing
                     update(batch)
                 fns[f"{m}/graph"] = lambda u=update: u(batch)
+    if inductor:
+        fns["plain/inductor"] = compiled_plain(agents["mean"][0], batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     return interleaved_times(fns, rounds, warmup=2, sync=sync)
+
+
+def compiled_plain(agent: MTSAC, batch: Batch) -> Callable[[], None]:
+    """``plain_update`` of a copy of ``agent`` whose actor, critic and target are compiled by
+    torch.compile (Inductor, default mode), compiled and warmed up before it is returned."""
+    compiled = copy.deepcopy(agent)
+    for module in (compiled.actor, compiled.critic, compiled.critic_target):
+        module.compile()
+    start = time.perf_counter()
+    for _ in range(3):
+        plain_update(compiled, batch)
+    print(f"torch.compile: compile and 3 warm-up updates {time.perf_counter() - start:.1f} s")
+    return lambda: plain_update(compiled, batch)
 
 
 def print_table(
@@ -252,6 +276,11 @@ def main(argv: list[str] | None = None) -> None:
         "--network", default="mlp", help="actor/critic architecture (agent.network; default mlp)"
     )
     parser.add_argument(
+        "--inductor",
+        action="store_true",
+        help="also time plain with the networks compiled by torch.compile (Inductor)",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
@@ -280,8 +309,11 @@ def main(argv: list[str] | None = None) -> None:
             for m in ("mean", "pcgrad", "cagrad"):
                 diff = check_graph_equals_eager(m, tasks, device, updates=8)
                 print(f"check: {m}: 8 graph updates vs eager, max parameter difference {diff:.1e}")
-        times = bench(tasks, device, rounds, methods, args.network)
+        times = bench(tasks, device, rounds, methods, args.network, args.inductor)
         print_table(times, methods, targets, graphs)
+        if args.inductor:
+            ms, ratio = times["plain/inductor"] * 1e3, times["plain/inductor"] / times["plain"]
+            print(f"plain, networks compiled by torch.compile: {ms:.1f} ms ({ratio:.2f}x plain)")
         print(f"({load_line()})")
     print(
         "\npeers: published end-to-end time on MT10 relative to MT-SAC (Nash-MTL paper, "
