@@ -8,6 +8,8 @@ evaluation: more than the 20,000 training steps between evaluations, so its spee
 
     python benchmarks/evaluation.py                   # 10 episodes, k = 10, 2 workers
     python benchmarks/evaluation.py --episodes 50 --envs-per-task 10 --workers 16
+    python benchmarks/evaluation.py --kept 3          # also: 3 evaluations in a row, fresh
+                                                      # envs each time vs envs kept (a run's way)
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="rollout worker processes")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--kept",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N evaluations in a row at k: on new envs each (evaluate) and on envs "
+        "kept between them (Evaluator, as a training run does)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -39,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     from mtrl.agents import MTSAC
     from mtrl.config import resolve_config
     from mtrl.envs import load_suite
-    from mtrl.evaluation import evaluate
+    from mtrl.evaluation import Evaluator, evaluate
 
     cfg = resolve_config("mt10-mtsac", [f"suite={args.suite}"])
     suite = load_suite(cfg.suite, cfg.suite_overrides, seed=0)
@@ -69,6 +79,21 @@ def main(argv: list[str] | None = None) -> None:
     for k in ks:
         t = statistics.median(times[k])
         print(f"{k:9d} {t:8.1f} {steps / t:12.0f} {base / t:6.2f}")
+    if args.kept:
+        k, n = args.envs_per_task, args.kept
+        start = time.perf_counter()
+        for i in range(n):
+            evaluate(policy, suite, args.episodes, i, args.workers, envs_per_task=k)
+        fresh = (time.perf_counter() - start) / n
+        start = time.perf_counter()
+        with Evaluator(suite, args.episodes, args.workers, envs_per_task=k) as evaluator:
+            for i in range(n):
+                evaluator(policy, i)
+        kept = (time.perf_counter() - start) / n
+        print(f"\n{n} evaluations in a row at k = {k}; {load_line()}")
+        print(f"{'envs':>5s} {'s/evaluation':>12s} {'env steps/s':>12s} {'x new':>6s}")
+        for label, t in (("new", fresh), ("kept", kept)):
+            print(f"{label:>5s} {t:12.1f} {steps / t:12.0f} {fresh / t:6.2f}")
 
 
 if __name__ == "__main__":

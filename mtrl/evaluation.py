@@ -2,6 +2,11 @@
 
 N episodes per task on env instances separate from training; an episode succeeds if the
 success flag was set at any of its steps; success and return are reported per task and averaged.
+
+A run evaluates many times (MT10's protocol: 100 times), so its evaluation envs are kept from
+one evaluation to the next (``Evaluator``) and reseeded for each as fresh envs would be:
+starting the worker processes and building 100 Meta-World envs took 13 s of each 69 s
+evaluation on 2 cores (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -82,6 +87,98 @@ def episode_quotas(episodes: int, copies: int) -> list[int]:
     return [episodes // copies + (j < episodes % copies) for j in range(copies)]
 
 
+class Evaluator:
+    """Evaluations of a policy on envs kept from one evaluation to the next.
+
+    The first call starts the worker processes and builds the envs; every call reseeds them as
+    a fresh ``Rollout(envs, seed)`` would be seeded, so an evaluation gives what ``evaluate``
+    gives on new envs (tested). An error or interrupt inside an evaluation closes the envs (a
+    later call starts new ones). Use it as a context manager, or call ``close``.
+
+    :param suite: the task suite.
+    :param episodes: episodes per task of every evaluation.
+    :param num_workers: rollout worker processes for the evaluation envs.
+    :param timeout: seconds the envs may take to answer one step or reset (``step_timeout``).
+    :param envs_per_task: envs per task stepped together (at most ``episodes``); env c of
+        task t is seeded as env ``t * k + c`` of ``Rollout(seed)``; 1 is one env per task
+        running its episodes one after another.
+    """
+
+    def __init__(
+        self,
+        suite: TaskSuite,
+        episodes: int,
+        num_workers: int = 0,
+        timeout: float = 120.0,
+        envs_per_task: int = 1,
+    ) -> None:
+        self.suite, self.episodes = suite, episodes
+        self.num_workers, self.timeout = num_workers, timeout
+        self.copies = max(1, min(envs_per_task, episodes))
+        self._envs = Replicas(suite, self.copies) if self.copies > 1 else suite
+        self._rollout: Rollout | None = None
+
+    def __call__(self, policy: Policy, seed: int) -> EvalResult:
+        """Run ``policy`` until every task has finished its episodes, on envs seeded by ``seed``
+        (see ``eval_seed``).
+
+        With k envs per task, each task's episodes are split over its k envs stepped together
+        (one policy call per step for all T x k envs, spread over the workers); each env counts
+        its first ``episode_quotas`` episodes, so short (e.g. successful) episodes are not
+        favoured.
+
+        :param policy: maps observations [T, obs] to actions [T, act] (deterministic for the
+            protocol).
+        :raises RolloutError: if an env raises, hangs or returns NaN or inf (named as in
+            evaluation).
+        """
+        suite, copies = self.suite, self.copies
+        quota = episode_quotas(self.episodes, copies) * suite.num_tasks
+        success: list[list[float]] = [[] for _ in quota]
+        returns: list[list[float]] = [[] for _ in quota]
+        try:
+            if self._rollout is None:
+                self._rollout = Rollout(
+                    self._envs, num_workers=self.num_workers, seed=seed, timeout=self.timeout
+                )
+            rollout = self._rollout
+            obs = rollout.reset(seed=seed)
+            while any(len(s) < q for s, q in zip(success, quota, strict=True)):
+                result = rollout.step(policy(obs))
+                obs = result.obs
+                for ep in result.episodes:
+                    if len(success[ep.task]) < quota[ep.task]:
+                        success[ep.task].append(float(ep.success))
+                        returns[ep.task].append(ep.episode_return)
+        except NonFiniteEnvError as exc:
+            self.close()
+            raise exc.at(exc.step, "evaluation ") from None
+        except BaseException:
+            self.close()  # the envs are in no known state
+            raise
+
+        def task_means(values: list[list[float]]) -> np.ndarray:
+            # every env of a task ran its quota, so the task's mean is over all its episodes
+            per_env = np.array([np.sum(v) for v in values]).reshape(suite.num_tasks, copies)
+            return per_env.sum(axis=1) / self.episodes
+
+        return EvalResult(
+            list(suite.task_names), task_means(success), task_means(returns), self.episodes
+        )
+
+    def close(self) -> None:
+        """Stop the worker processes and close the envs (a later call starts new ones)."""
+        if self._rollout is not None:
+            rollout, self._rollout = self._rollout, None
+            rollout.close()
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def evaluate(
     policy: Policy,
     suite: TaskSuite,
@@ -91,44 +188,10 @@ def evaluate(
     timeout: float = 120.0,
     envs_per_task: int = 1,
 ) -> EvalResult:
-    """Run ``policy`` until every task has finished ``episodes`` episodes.
+    """Run ``policy`` until every task has finished ``episodes`` episodes, on new envs that are
+    closed afterwards (one ``Evaluator`` call; see it for the parameters).
 
-    With ``envs_per_task`` = k > 1, each task's episodes are split over k envs stepped together
-    (one policy call per step for all T x k envs, spread over the workers); each env counts
-    its first ``episode_quotas`` episodes, so short (e.g. successful) episodes are not favoured.
-
-    :param policy: maps observations [T, obs] to actions [T, act] (deterministic for the protocol).
-    :param suite: the task suite; fresh envs are built for the evaluation.
-    :param episodes: episodes per task.
     :param seed: env seed of this evaluation (see ``eval_seed``).
-    :param num_workers: rollout worker processes for the evaluation envs.
-    :param timeout: seconds the envs may take to answer one step or reset (``step_timeout``).
-    :param envs_per_task: envs per task stepped together (at most ``episodes``); env c of
-        task t is seeded as env ``t * k + c`` of ``Rollout(seed)``; 1 is one env per task
-        running its episodes one after another.
-    :raises RolloutError: if an env raises, hangs or returns NaN or inf (named as in evaluation).
     """
-    copies = max(1, min(envs_per_task, episodes))
-    envs = Replicas(suite, copies) if copies > 1 else suite
-    quota = episode_quotas(episodes, copies) * suite.num_tasks
-    success: list[list[float]] = [[] for _ in quota]
-    returns: list[list[float]] = [[] for _ in quota]
-    with Rollout(envs, num_workers=num_workers, seed=seed, timeout=timeout) as rollout:
-        try:
-            obs = rollout.reset()
-            while any(len(s) < q for s, q in zip(success, quota, strict=True)):
-                result = rollout.step(policy(obs))
-                obs = result.obs
-                for ep in result.episodes:
-                    if len(success[ep.task]) < quota[ep.task]:
-                        success[ep.task].append(float(ep.success))
-                        returns[ep.task].append(ep.episode_return)
-        except NonFiniteEnvError as exc:
-            raise exc.at(exc.step, "evaluation ") from None
-
-    def task_means(values: list[list[float]]) -> np.ndarray:
-        # every env of a task ran its quota, so the task's mean is over all its episodes
-        per_env = np.array([np.sum(v) for v in values]).reshape(suite.num_tasks, copies)
-        return per_env.sum(axis=1) / episodes
-
-    return EvalResult(list(suite.task_names), task_means(success), task_means(returns), episodes)
+    with Evaluator(suite, episodes, num_workers, timeout, envs_per_task) as evaluator:
+        return evaluator(policy, seed)

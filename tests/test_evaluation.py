@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mtrl.envs import load_suite
-from mtrl.evaluation import episode_quotas, evaluate
+from mtrl.evaluation import Evaluator, episode_quotas, evaluate
 
 
 def test_episode_quotas_split_evenly():
@@ -52,3 +52,51 @@ def test_batched_evaluation_does_not_depend_on_workers():
     # the copies are seeded apart: the tasks' returns are averages of different episodes
     single = evaluate(CountingPolicy(4, 1, suite.act_dim), suite, 5, seed=1)
     assert not np.array_equal(single.returns, results[0].returns)
+
+
+class ObsPolicy:
+    """A fixed policy of the observations (deterministic, so equal envs give equal episodes)."""
+
+    def __init__(self, obs_dim: int, act_dim: int) -> None:
+        self.weights = np.random.default_rng(3).normal(size=(obs_dim, act_dim)) / obs_dim
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.tanh(obs @ self.weights).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "workers"),
+    [("mt1-reach", {"max_episode_steps": 12}, 0), ("cheap4", {"max_episode_steps": 20}, 2)],
+)
+def test_kept_envs_evaluate_as_fresh_ones(name, overrides, workers):
+    """A real Meta-World env (in process) and cheap ones (in workers): evaluations on envs kept
+    between them, reseeded each time, equal evaluations on new envs, seed for seed (after an
+    evaluation its envs have already begun their next episodes)."""
+    suite = load_suite(name, overrides, seed=0)
+    policy = ObsPolicy(suite.obs_dim, suite.act_dim)
+    seeds = [7, 8, 7]
+    with Evaluator(suite, 3, num_workers=workers, envs_per_task=2) as evaluator:
+        kept = [evaluator(policy, s) for s in seeds]
+    fresh = [evaluate(policy, suite, 3, s, num_workers=workers, envs_per_task=2) for s in seeds]
+    for a, b in zip(kept, fresh, strict=True):
+        np.testing.assert_array_equal(a.returns, b.returns)
+        np.testing.assert_array_equal(a.success, b.success)
+    assert not np.array_equal(kept[0].returns, kept[1].returns)  # the seed matters
+
+
+def test_an_error_closes_the_kept_envs_and_the_next_call_starts_new_ones():
+    suite = load_suite("cheap4", {"max_episode_steps": 20}, seed=0)
+    policy = ObsPolicy(suite.obs_dim, suite.act_dim)
+
+    def broken(obs: np.ndarray) -> np.ndarray:
+        raise KeyboardInterrupt
+
+    with Evaluator(suite, 2, num_workers=1) as evaluator:
+        first = evaluator(policy, 1)
+        pids = evaluator._rollout.pids
+        with pytest.raises(KeyboardInterrupt):
+            evaluator(broken, 1)
+        assert evaluator._rollout is None
+        again = evaluator(policy, 1)
+        assert evaluator._rollout.pids != pids
+    np.testing.assert_array_equal(first.returns, again.returns)
