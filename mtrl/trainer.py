@@ -10,6 +10,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +338,7 @@ class Trainer:
                     seed=cfg.seed,
                     timeout=cfg.step_timeout,
                 ) as rollout,
-                self._new_evaluator() as self._evaluator,
+                self._new_evaluator() if cfg.eval.keep_envs else nullcontext() as self._evaluator,
             ):
                 obs = rollout.reset()
                 if saved is not None:

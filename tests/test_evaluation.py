@@ -4,8 +4,10 @@ per step for all envs, rows task-major, independent of the worker count."""
 import numpy as np
 import pytest
 
+from mtrl.cli import main
 from mtrl.envs import load_suite
 from mtrl.evaluation import Evaluator, episode_quotas, evaluate
+from mtrl.logging import read_metrics
 
 
 def test_episode_quotas_split_evenly():
@@ -100,3 +102,23 @@ def test_an_error_closes_the_kept_envs_and_the_next_call_starts_new_ones():
         again = evaluator(policy, 1)
         assert evaluator._rollout.pids != pids
     np.testing.assert_array_equal(first.returns, again.returns)
+
+
+def test_a_run_evaluates_the_same_on_kept_and_on_new_envs(tmp_path):
+    """eval.keep_envs=true (the default) and false: the same evaluations, row for row."""
+    rows = {}
+    for keep in ("true", "false"):
+        out = tmp_path / keep
+        args = ["quickstart", "steps=40", "warmup=20", "eval.every=10", "eval.episodes=3"]
+        args += ["eval.envs_per_task=2", "eval.num_workers=1", f"eval.keep_envs={keep}"]
+        args += ["agent.hidden=[16, 16]", "agent.batch_size=8", "suite.max_episode_steps=15"]
+        args += ["logger.progress=false", "torch_threads=1", f"out={out}"]
+        assert main(["train", *args]) == 0
+        (run,) = out.iterdir()
+        rows[keep] = [
+            {k: v for k, v in row.items() if k.startswith("eval/")}
+            for row in read_metrics(run / "metrics.jsonl")
+        ]
+    evaluated = [row for row in rows["true"] if row]
+    assert len(evaluated) == 4 and len({row["eval/return_mean"] for row in evaluated}) > 1
+    assert rows["true"] == rows["false"]
