@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 
 from mtrl.envs import TaskSuite
 from mtrl.rollout import NonFiniteEnvError, Rollout
+
+if TYPE_CHECKING:
+    from mtrl.config import TrainConfig
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -93,7 +97,8 @@ class Evaluator:
     The first call starts the worker processes and builds the envs; every call reseeds them as
     a fresh ``Rollout(envs, seed)`` would be seeded, so an evaluation gives what ``evaluate``
     gives on new envs (tested). An error or interrupt inside an evaluation closes the envs (a
-    later call starts new ones). Use it as a context manager, or call ``close``.
+    later call starts new ones), and so does every call without ``keep``. Use it as a context
+    manager, or call ``close``.
 
     :param suite: the task suite.
     :param episodes: episodes per task of every evaluation.
@@ -102,6 +107,7 @@ class Evaluator:
     :param envs_per_task: envs per task stepped together (at most ``episodes``); env c of
         task t is seeded as env ``t * k + c`` of ``Rollout(seed)``; 1 is one env per task
         running its episodes one after another.
+    :param keep: keep the envs from one call to the next (False: close them after each).
     """
 
     def __init__(
@@ -111,8 +117,9 @@ class Evaluator:
         num_workers: int = 0,
         timeout: float = 120.0,
         envs_per_task: int = 1,
+        keep: bool = True,
     ) -> None:
-        self.suite, self.episodes = suite, episodes
+        self.suite, self.episodes, self.keep = suite, episodes, keep
         self.num_workers, self.timeout = num_workers, timeout
         self.copies = max(1, min(envs_per_task, episodes))
         self._envs = Replicas(suite, self.copies) if self.copies > 1 else suite
@@ -156,6 +163,8 @@ class Evaluator:
         except BaseException:
             self.close()  # the envs are in no known state
             raise
+        if not self.keep:
+            self.close()
 
         def task_means(values: list[list[float]]) -> np.ndarray:
             # every env of a task ran its quota, so the task's mean is over all its episodes
@@ -179,6 +188,15 @@ class Evaluator:
         self.close()
 
 
+def run_evaluator(suite: TaskSuite, cfg: TrainConfig) -> Evaluator:
+    """The evaluations a run's config asks for (``cfg.eval``, ``cfg.step_timeout``); nothing
+    starts before the first call."""
+    e = cfg.eval
+    return Evaluator(
+        suite, e.episodes, e.num_workers, cfg.step_timeout, e.envs_per_task, e.keep_envs
+    )
+
+
 def evaluate(
     policy: Policy,
     suite: TaskSuite,
@@ -193,5 +211,4 @@ def evaluate(
 
     :param seed: env seed of this evaluation (see ``eval_seed``).
     """
-    with Evaluator(suite, episodes, num_workers, timeout, envs_per_task) as evaluator:
-        return evaluator(policy, seed)
+    return Evaluator(suite, episodes, num_workers, timeout, envs_per_task, keep=False)(policy, seed)

@@ -10,7 +10,6 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from mtrl.checkpoint import load_checkpoint, save_checkpoint
 from mtrl.config import TrainConfig
 from mtrl.envs import TaskSuite, load_suite
 from mtrl.errors import MtrlError
-from mtrl.evaluation import EvalResult, Evaluator, Policy, eval_seed
+from mtrl.evaluation import EvalResult, Policy, eval_seed, run_evaluator
 from mtrl.logging import Logger, Sink
 from mtrl.logging.episodes import EpisodeTracker
 from mtrl.logging.figures import cosine_heatmap
@@ -133,8 +132,8 @@ class Trainer:
         self.eval_count = 0
         self.last_eval: EvalResult | None = None
         self.last_eval_step: int | None = None
-        self._evaluator: Evaluator | None = None
-        """The evaluation envs while ``run`` is under way (kept between evaluations)."""
+        self.evaluator = run_evaluator(s, cfg)
+        """The run's evaluations (their envs kept between them with ``eval.keep_envs``)."""
         self.logger: Logger | None = None
         """The run's logger while ``run`` is under way (its running means go into checkpoints)."""
         self.saved_step: int | None = None
@@ -270,33 +269,17 @@ class Trainer:
         return summary
 
     def evaluate(self) -> EvalResult:
-        """Deterministic evaluation of the current policy: on the run's evaluation envs while it
-        trains (kept between evaluations, reseeded for each), else on fresh envs."""
+        """Deterministic evaluation of the current policy on the run's evaluation envs."""
         start = time.perf_counter()
-        seed = eval_seed(self.cfg.seed, self.eval_count)
 
         def policy(obs: np.ndarray) -> np.ndarray:
             return self.agent.act(obs, deterministic=True)
 
-        if self._evaluator is not None:
-            result = self._evaluator(policy, seed)
-        else:
-            with self._new_evaluator() as evaluator:
-                result = evaluator(policy, seed)
+        result = self.evaluator(policy, eval_seed(self.cfg.seed, self.eval_count))
         self.eval_count += 1
         self.timers["eval"] += time.perf_counter() - start
         self.last_eval, self.last_eval_step = result, self.step
         return result
-
-    def _new_evaluator(self) -> Evaluator:
-        cfg = self.cfg
-        return Evaluator(
-            self.suite,
-            cfg.eval.episodes,
-            cfg.eval.num_workers,
-            cfg.step_timeout,
-            cfg.eval.envs_per_task,
-        )
 
     def run(self) -> dict[str, Any]:
         """Train to ``cfg.steps`` env steps per task; returns the summary written to summary.json.
@@ -338,7 +321,7 @@ class Trainer:
                     seed=cfg.seed,
                     timeout=cfg.step_timeout,
                 ) as rollout,
-                self._new_evaluator() if cfg.eval.keep_envs else nullcontext() as self._evaluator,
+                self.evaluator,
             ):
                 obs = rollout.reset()
                 if saved is not None:
@@ -380,7 +363,6 @@ class Trainer:
                 "(try a lower learning rate or agent.grad_clip)"
             ) from exc
         finally:
-            self._evaluator = None
             bar.close()
             logger.close()
         return summary

@@ -102,6 +102,9 @@ def test_an_error_closes_the_kept_envs_and_the_next_call_starts_new_ones():
         again = evaluator(policy, 1)
         assert evaluator._rollout.pids != pids
     np.testing.assert_array_equal(first.returns, again.returns)
+    once = Evaluator(suite, 2, num_workers=1, keep=False)
+    np.testing.assert_array_equal(once(policy, 1).returns, first.returns)
+    assert once._rollout is None  # closed after the call
 
 
 def test_a_run_evaluates_the_same_on_kept_and_on_new_envs(tmp_path):

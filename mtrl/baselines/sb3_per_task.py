@@ -48,7 +48,7 @@ from mtrl.checkpoint import atomic_write
 from mtrl.config import TrainConfig
 from mtrl.envs import TaskSuite, load_suite
 from mtrl.errors import MtrlError
-from mtrl.evaluation import EvalResult, Policy, eval_seed, evaluate
+from mtrl.evaluation import EvalResult, Policy, eval_seed, run_evaluator
 from mtrl.logging import Logger, Sink
 from mtrl.logging.episodes import EpisodeTracker
 from mtrl.rollout import task_seed
@@ -255,6 +255,8 @@ class SB3PerTaskRunner:
         self.step = 0
         self.eval_count = 0
         self.last_eval: EvalResult | None = None
+        self.evaluator = run_evaluator(self.suite, cfg)
+        """The run's evaluations, as MT-SAC's trainer makes them."""
         self.timers = {"env": 0.0, "update": 0.0, "eval": 0.0, "wall": 0.0}
         """Cumulative seconds: stepping the training envs, the rest of SB3's ``learn`` (acting,
         replay, gradient updates), evaluating, and all of ``run``."""
@@ -327,6 +329,7 @@ class SB3PerTaskRunner:
                         )
             self.save()
         finally:
+            self.evaluator.close()
             bar.close()
             logger.close()
             for model in self.models:
@@ -379,17 +382,11 @@ class SB3PerTaskRunner:
             self.save()
 
     def evaluate(self) -> EvalResult:
-        """Deterministic evaluation on fresh envs: mtrl's protocol, row i acted on by SAC i."""
+        """Deterministic evaluation on the run's evaluation envs: mtrl's protocol, row i acted on
+        by SAC i."""
         start = time.perf_counter()
-        result = evaluate(
-            dispatch_policy(self.models),
-            self.suite,
-            self.cfg.eval.episodes,
-            eval_seed(self.cfg.seed, self.eval_count),
-            self.cfg.eval.num_workers,
-            self.cfg.step_timeout,
-            self.cfg.eval.envs_per_task,
-        )
+        seed = eval_seed(self.cfg.seed, self.eval_count)
+        result = self.evaluator(dispatch_policy(self.models), seed)
         self.eval_count += 1
         self.timers["eval"] += time.perf_counter() - start
         self.last_eval = result
