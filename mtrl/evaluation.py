@@ -5,7 +5,7 @@ success flag was set at any of its steps; success and return are reported per ta
 
 A run evaluates many times (MT10's protocol: 100 times), so its evaluation envs are kept from
 one evaluation to the next (``Evaluator``) and reseeded for each as fresh envs would be:
-starting the worker processes and building 100 Meta-World envs took 13 s of each 69 s
+starting the worker processes and building 100 Meta-World envs took about 13 s of each 76 s
 evaluation on 2 cores (BENCHMARKS.md).
 """
 
