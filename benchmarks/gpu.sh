@@ -36,8 +36,8 @@ for step in $STEPS; do
         --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
     throughput) run 220 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
         --steps "${TSTEPS:-300}" --paths ${PATHS_:-fast graph} ;;
-    evaluation) run 60 python3 benchmarks/evaluation.py --device cuda --workers 16 \
-        --episodes 10 --envs-per-task 10 ;;
+    evaluation) run 100 python3 benchmarks/evaluation.py --device cuda --workers 16 \
+        --episodes 10 --envs-per-task 10 --kept 3 ;;
     esac
 done
 echo "=== $(date +%T) done" | tee -a "$LOG"
