@@ -183,7 +183,7 @@ def cagrad_dual_device(
     # exact where the support of an end of the cell is the solution's (it is unless two
     # breakpoints of x(κ) fall in the cell): the first candidate that is optimal replaces w
     exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair])
-    w = torch.where(optimal[0], exact[0], torch.where(optimal[1], exact[1], w)).clamp(min=0)
+    w = _first_optimal(exact, optimal, w).clamp(min=0)
     return w / w.sum()
 
 
@@ -217,6 +217,16 @@ def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tup
     feasible = (w >= -1e-9) & (support | (reduced >= -1e-9 * scale))
     optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & (kappa[:, 0] > 0) & (info == 0)
     return w, optimal
+
+
+def _first_optimal(candidates: Tensor, optimal: Tensor, fallback: Tensor, dim: int = 0) -> Tensor:
+    """The first candidate along ``dim`` of ``candidates`` whose flag in ``optimal`` (the same
+    axis, broadcast against a candidate) holds, else ``fallback``: the exact support steps'
+    choice, branch-free."""
+    chosen = fallback
+    for k in reversed(range(candidates.shape[dim])):
+        chosen = torch.where(optimal.narrow(dim, k, 1), candidates.select(dim, k), chosen)
+    return chosen
 
 
 def _cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
@@ -407,10 +417,7 @@ def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS) -> Tensor:
     # two candidate supports: w_i > z_i, and the wider 10 w_i > z_i (a task whose weight is
     # tiny next to the others' converges slowly, e.g. one gradient 1e6 times the rest)
     exact, optimal = _min_norm_on_support(a, torch.stack([W[0] > Z[0], 10 * W[0] > Z[0]]))
-    w = w_ip
-    for k in reversed(range(exact.shape[0])):  # the first optimal candidate
-        w = torch.where(optimal[k], exact[k], w)
-    w = w.clamp(min=0)
+    w = _first_optimal(exact, optimal, w_ip).clamp(min=0)
     w = w / w.sum()
     return torch.where(valid, w, uniform)
 
@@ -488,9 +495,7 @@ def dual_cone_weights_device(
     X, Z = orthant_qp_device(hessian.expand(targets.shape[0], tasks, tasks), linear, iters)
     supports = torch.stack([X > Z, 10 * X > Z], dim=1)  # [K, 2, T]
     exact, optimal = _orthant_on_supports(hessian, linear.unsqueeze(1), supports)
-    x = X.clamp(min=0)
-    for k in reversed(range(exact.shape[1])):  # the first optimal candidate
-        x = torch.where(optimal[:, k : k + 1], exact[:, k], x)
+    x = _first_optimal(exact, optimal, X.clamp(min=0), dim=1)
     x = torch.where(live & (diag.amax() > 0), x.clamp(min=0) / root, 0.0)
     return targets + x
 
