@@ -60,23 +60,29 @@ def pcgrad_weights_device(gram: Tensor, order: Tensor) -> Tensor:
 
     The transcription of ``pcgrad.pcgrad_weights``: T-1 steps, one position of every task's
     order at a time; task i removes the component of its current projected gradient along the
-    original g_j when the two conflict, a zero gradient never conflicting.
+    original g_j when the two conflict, a zero gradient never conflicting. Rather than forming
+    each dot product ``<g_i^PC, g_j>`` from the coefficients (five ops a step), it keeps every
+    task's dot products with all the tasks it has still to visit, scaled by their squared
+    norms, and updates them after each step: two ops a step, a fixed sequence of 2(T-1) + 12 ops.
 
     :param gram: the Gramian G Gᵀ [T, T] (float64 for results equal to the host's to ~1e-12).
     :param order: [T, T-1] long on gram's device; row i a permutation of the tasks other than i.
     """
     tasks = gram.shape[0]
-    coeffs = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
-    sq_norms = gram.diagonal()
-    by_position = order.T.contiguous()  # [T-1, T]: the task each task visits at each position
-    neg_rows = -gram[by_position]  # [T-1, T, T]: -g_j's row of the Gramian, per position and task
     # A zero gradient never conflicts: dividing by inf gives a zero step.
-    safe = torch.where(sq_norms > 0, sq_norms, torch.inf)[by_position]
+    sq_norms = gram.diagonal()
+    minus_norms = torch.where(sq_norms > 0, -sq_norms, -torch.inf)[order]  # [T, T-1]
+    # neg_dots[i, a] = -<g_i^PC, g_j> / |g_j|² for j = order[i, a], the step if positive; after
+    # step b adds s_b g_{order[i, b]} to g_i^PC, neg_dots[i, :] grows by s_b pair[i, :, b]
+    neg_dots = gram.gather(1, order) / minus_norms
+    pair = gram[order.unsqueeze(2), order.unsqueeze(1)] / minus_norms.unsqueeze(2)
+    by_step = pair.permute(2, 0, 1).contiguous()  # [b, i, a]
+    steps = torch.empty_like(neg_dots)
     for k in range(order.shape[1]):
-        neg_dots = (coeffs * neg_rows[k]).sum(dim=1)  # -<g_i^PC, g_j>
-        step = neg_dots.clamp(min=0) / safe[k]  # -(dots / |g_j|²) where they conflict, else 0
-        coeffs.scatter_add_(1, by_position[k].unsqueeze(1), step.unsqueeze(1))
-    return coeffs
+        step = torch.clamp(neg_dots[:, k], min=0, out=steps[:, k])
+        neg_dots.addcmul_(step.unsqueeze(1), by_step[k])
+    eye = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
+    return eye.scatter_add_(1, order, steps)
 
 
 def random_order_device(
