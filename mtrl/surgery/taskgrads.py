@@ -41,12 +41,17 @@ def _gram(rows: Tensor) -> Tensor:
     """rows rowsᵀ for a [T, K] matrix whose rows are contiguous."""
     tasks, size = rows.shape
     chunks = size // GRAM_CHUNK
-    if rows.device.type != "cpu" or tasks >= SMALL_GRAM_TASKS or chunks < 2:
+    if not _chunked(rows.device, tasks, size):
         return rows @ rows.T
     head = rows[:, : chunks * GRAM_CHUNK].view(tasks, chunks, GRAM_CHUNK).transpose(0, 1)
     gram = torch.bmm(head, head.transpose(1, 2)).sum(dim=0)
     tail = rows[:, chunks * GRAM_CHUNK :]
     return gram + tail @ tail.T if tail.shape[1] else gram
+
+
+def _chunked(device: torch.device, tasks: int, size: int) -> bool:
+    """Whether a [T, K] Gramian is computed as a batch of products over chunks of K."""
+    return device.type == "cpu" and tasks < SMALL_GRAM_TASKS and size >= 2 * GRAM_CHUNK
 
 
 class TaskGradients:
@@ -86,7 +91,16 @@ class TaskGradients:
         return self._gram_sum().to(dtype=torch.float64)
 
     def _gram_sum(self) -> Tensor:
-        return self.block_gramians().sum(dim=0)
+        """Σ over blocks and parts of rows rowsᵀ, accumulated in place: one batched product
+        per block (a kernel each on a GPU, where a stack of per-block Gramians took four)."""
+        total = torch.zeros(self.num_tasks, self.num_tasks, dtype=self.dtype, device=self.device)
+        for view in self._views:
+            if _chunked(view.device, self.num_tasks, view.shape[2]):
+                for rows in view:
+                    total += _gram(rows)
+            else:
+                total.addbmm_(view, view.mT)
+        return total
 
     def block_gramians(self) -> Tensor:
         """Each block's own Gramian, [num_blocks, T, T] in G's dtype and on its device."""

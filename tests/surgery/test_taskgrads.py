@@ -41,6 +41,7 @@ def test_mixed_layouts_give_the_flat_matrix_results(size):
     ]
     G, ref = TaskGradients(blocks), flat(blocks)
     torch.testing.assert_close(G.gramian(), ref.double() @ ref.double().T, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(G.block_gramians().sum(0).double(), G.gramian())
     torch.testing.assert_close(G.matrix(), ref)
     w = torch.linspace(-1.0, 2.0, T)
     direction = torch.cat([d.flatten() for d in G.combine(w)])
