@@ -312,7 +312,7 @@ class MTSAC:
             G, losses, aux = self._task_grads(network, module, loss_fn, batch, has_aux)
             with self.surgery_timer.section():
                 result = aggregator.aggregate(G)
-            write_grads(params, result.direction)
+            write_grads(params, result.direction, adopt=result.owned)
             if self.defer_checks:
                 self._check_finite(network, losses, module)
             if diagnostics is not None:

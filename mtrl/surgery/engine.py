@@ -136,6 +136,7 @@ def write_grads(
     params: Params | Iterable[Tensor],
     direction: Tensor | Sequence[Tensor],
     accumulate: bool = False,
+    adopt: bool = False,
 ) -> None:
     """Write an aggregated direction into the parameters' ``.grad`` so any optimizer can step.
 
@@ -143,6 +144,8 @@ def write_grads(
     :param direction: a flat [P] tensor (P = total number of elements), or one tensor per
         parameter shaped like it (what aggregators return for ``TaskGradients``).
     :param accumulate: add to existing ``.grad`` instead of replacing it.
+    :param adopt: a parameter without ``.grad`` takes its direction block itself rather than a
+        copy (for blocks nothing else holds, ``Aggregation.owned``: one copy kernel fewer each).
     """
     tensors = list(params.values()) if isinstance(params, Mapping) else list(params)
     if isinstance(direction, Tensor):
@@ -154,7 +157,7 @@ def write_grads(
             raise ValueError(f"direction blocks must have the parameters' shapes {shapes}")
     for p, piece in zip(tensors, pieces, strict=True):
         if p.grad is None:
-            p.grad = piece.detach().clone()
+            p.grad = piece.detach() if adopt else piece.detach().clone()
         elif accumulate:
             p.grad.add_(piece)
         else:

@@ -6,6 +6,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtrl.surgery import get_aggregator, per_task_grads, write_grads
+from mtrl.surgery.taskgrads import TaskGradients
 
 TASKS, BATCH, IN = 5, 16, 12
 
@@ -152,3 +153,24 @@ def test_blocked_gradients_match_flat_ones_through_aggregators():
         torch.testing.assert_close(
             torch.cat([p.grad.flatten() for p in model.parameters()]), d_flat
         )
+
+
+def test_owned_directions_become_grads_without_a_copy():
+    """A weighting's direction, combined by the base class, is new memory and is taken as
+    ``.grad`` as is; a direction an aggregator builds itself (MoCo's) is copied, since the base
+    class cannot know what else holds it (a clipping step scales ``.grad`` in place)."""
+    model = make_model()
+    params = dict(model.named_parameters())
+    G = TaskGradients([torch.randn(3, *p.shape) for p in params.values()])
+    owned = get_aggregator("pcgrad", seed=0).aggregate(G)
+    assert owned.owned
+    write_grads(params, owned.direction, adopt=owned.owned)
+    for p, d in zip(params.values(), owned.direction, strict=True):
+        assert p.grad.data_ptr() == d.data_ptr()
+    moco = get_aggregator("moco").aggregate(G)
+    assert not moco.owned
+    model.zero_grad(set_to_none=True)
+    write_grads(params, moco.direction, adopt=moco.owned)
+    for p, d in zip(params.values(), moco.direction, strict=True):
+        torch.testing.assert_close(p.grad, d)
+        assert p.grad.data_ptr() != d.data_ptr()

@@ -24,11 +24,14 @@ class Aggregation:
         parameter (each shaped like it) for ``TaskGradients``.
     :param weights: task weights [T] with ``direction == weights @ G`` (None if not a weighting).
     :param gram: the T x T Gramian G Gᵀ when the method computed it (reused by diagnostics).
+    :param owned: the direction's blocks are new tensors that nothing else holds (the base
+        class combined them from the weights), so a caller may take them as ``.grad`` uncopied.
     """
 
     direction: Tensor | list[Tensor]
     weights: Tensor | None = None
     gram: Tensor | None = None
+    owned: bool = False
 
 
 def check_gradients(G: Tensor | TaskGradients, task_names: list[str] | None = None) -> None:
@@ -93,7 +96,7 @@ class Aggregator:
         else:
             result = self._aggregate(grads)
         if isinstance(result.direction, list) and not result.direction:
-            result.direction = grads.combine(result.weights)
+            result.direction, result.owned = grads.combine(result.weights), True
         # A NaN/inf in G reaches the direction (or the Gramian, checked by weightings before
         # solving), so one pass over [P] replaces a pass over [T, P]; the slow path names tasks.
         if self.check_finite and self.check_direction and not all_finite(result.direction):
