@@ -14,6 +14,12 @@ per-task gradients), checked first to give the same parameters as ``mean``.
     python benchmarks/update_cost.py --full
     python benchmarks/update_cost.py --device cuda
     python benchmarks/update_cost.py --inductor      # also plain with torch.compile'd networks
+    python benchmarks/update_cost.py --ops-only      # only count each update's ops (seconds)
+
+Before the timing it counts each method's aten ops per update as a CUDA graph records them
+(device solvers, deferred finite checks; views, which launch nothing, left out): replayed from
+a graph every op is one or a few kernel launches, so on a GPU the graph path's cost over
+``mean`` follows the extra ops (BENCHMARKS.md relates the two on the H100).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_times, load_line, machine_line
@@ -93,8 +100,94 @@ def make_agent(
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)
     torch.manual_seed(0)
     graph = path == "graph"
-    agent = MTSAC(OBS + tasks, ACT, tasks, cfg.agent, cfg.surgery, device, seed=0, capturable=graph)
+    agent = MTSAC(
+        OBS + tasks,
+        ACT,
+        tasks,
+        cfg.agent,
+        cfg.surgery,
+        device,
+        seed=0,
+        defer_checks=True if graph else None,
+        capturable=graph and device.type == "cuda",  # CPU: what a graph records, uncaptured
+    )
     return agent, cfg.agent.batch_size
+
+
+VIEW_OPS = frozenset(
+    [
+        "alias",
+        "as_strided",
+        "detach",
+        "diagonal",
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "expand",
+        "lift_fresh",
+        "movedim",
+        "narrow",
+        "permute",
+        "_record_function_enter_new",
+        "_record_function_exit",
+        "_reshape_alias",
+        "reshape",
+        "select",
+        "slice",
+        "split",
+        "split_with_sizes",
+        "squeeze",
+        "t",
+        "transpose",
+        "unbind",
+        "unflatten",
+        "unsqueeze",
+        "view",
+        "_unsafe_view",
+    ]
+)
+"""Aten ops that launch no kernel (views, allocations, profiler marks): not counted."""
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func.overloadpacket.__name__ not in VIEW_OPS
+        return func(*args, **(kwargs or {}))
+
+
+def count_update_ops(
+    method: str, tasks: int, device: torch.device, network: str = "mlp"
+) -> int | None:
+    """Aten ops (views left out) of one update of ``method`` as a CUDA graph records it, run
+    eagerly on ``device``; ``plain``: the fused update; None for a method solved on the host
+    (an update that cannot be captured). The second update is counted (the first creates the optimizers' state).
+    On the CPU the optimizer reads its step count on the host and wide Gramians at T < 16 take
+    chunked products, a few ops more than on a GPU."""
+    agent, batch_size = make_agent(method, tasks, device, "graph", network)
+    if not all(a.runs_on_device() for a in agent.aggregators.values()):
+        return None
+    batch = random_batch(tasks, batch_size, device)
+    update = (
+        (lambda: plain_update(agent, batch)) if method == "plain" else (lambda: agent.update(batch))
+    )
+    update()
+    with _OpCounter() as counter:
+        update()
+    return counter.count
+
+
+def print_ops(methods: list[str], tasks: int, device: torch.device, network: str) -> None:
+    """One line: each method's ops per update and its extra over ``mean``."""
+    ops = {m: count_update_ops(m, tasks, device, network) for m in methods}
+    assert ops["mean"] is not None
+    cells = [
+        f"{m} {n} ({n - ops['mean']:+d})" if n else f"{m} uncapturable" for m, n in ops.items()
+    ]
+    print(f"ops per update as a graph records them (+/- mean): {', '.join(cells)}")
 
 
 def graph_update(agent: MTSAC) -> GraphedUpdate | None:
@@ -281,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
         help="also time plain with the networks compiled by torch.compile (Inductor)",
     )
     parser.add_argument(
+        "--ops-only", action="store_true", help="count each update's ops; time nothing"
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
@@ -305,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
         print("graph: the fast path captured in a CUDA graph and replayed (compile=true)")
     for tasks in args.tasks:
         print(f"\nMT{tasks}-shaped batch: T = {tasks}, obs {OBS}+{tasks}, act {ACT}; {load_line()}")
+        print_ops(methods, tasks, device, args.network)
+        if args.ops_only:
+            continue
         if graphs:
             for m in ("mean", "pcgrad", "cagrad"):
                 diff = check_graph_equals_eager(m, tasks, device, updates=8)
