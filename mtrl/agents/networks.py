@@ -101,29 +101,33 @@ def init_flax_embedding_(layer: EnsembleLinear) -> None:
 
 def _per_task_products(x: Tensor, d: Tensor, tasks: int, out: Tensor) -> Tensor:
     """Σ_b x_b ⊗ d_b per member and task: [E, T, in, out] from inputs [N, in] or [E, N, in] and
-    output gradients [E, N, out], member-major as one batched product writes it (a task-major
-    result would need a transposing copy of the largest tensors; ``TaskGradients`` reads
-    member-major blocks as they are), written into ``out``."""
+    output gradients [E, N, out], written into ``out`` (any strides with contiguous [in, out]
+    matrices): one batched product where members and tasks merge into one batch axis of
+    ``out``, else one per member (e.g. ``out`` a view of a task-major gradient matrix)."""
     members, rows = d.shape[0], d.shape[1] // tasks
     dt = d.reshape(members * tasks, rows, -1)
     if x.dim() == 3:
         xt = x.reshape(members * tasks, rows, -1).transpose(1, 2)
-        torch.bmm(xt, dt, out=out.view(members * tasks, *out.shape[2:]))
-        return out
-    xt = task_rows(x, tasks).transpose(1, 2)  # [T, in, B], shared by the members
-    for member in range(members):
-        torch.bmm(xt, dt[member * tasks : (member + 1) * tasks], out=out[member])
+        if out.stride(0) == tasks * out.stride(1):
+            torch.bmm(xt, dt, out=out.view(members * tasks, *out.shape[2:]))
+            return out
+        per_member = [xt[m * tasks : (m + 1) * tasks] for m in range(members)]
+    else:
+        per_member = [task_rows(x, tasks).transpose(1, 2)] * members  # [T, in, B], shared
+    for member, xm in enumerate(per_member):
+        torch.bmm(xm, dt[member * tasks : (member + 1) * tasks], out=out[member])
     return out
 
 
-def _per_task_bias(d: Tensor, tasks: int) -> Tensor:
-    """Σ_b d_b per member and task: [E, T, out] from output gradients [E, N, out]."""
-    return task_rows(d, tasks).sum(dim=2)
+def _per_task_bias(d: Tensor, tasks: int, out: Tensor | None = None) -> Tensor:
+    """Σ_b d_b per member and task: [E, T, out] from output gradients [E, N, out] (into
+    ``out`` if given)."""
+    return torch.sum(task_rows(d, tasks), dim=2, out=out)
 
 
-def _member_major(weight: Tensor, tasks: int) -> tuple[int, ...]:
-    """The shape [E, T, ...] of per-task gradients of ``weight`` [E, ...], member-major."""
-    return (weight.shape[0], tasks, *weight.shape[1:])
+def _task_major(param: Tensor, tasks: int) -> tuple[int, ...]:
+    """The shape [T, *shape] of per-task gradients of ``param``."""
+    return (tasks, *param.shape)
 
 
 @register_layer_rule(EnsembleLinear)
@@ -131,11 +135,14 @@ def _ensemble_linear_rule(
     layer: nn.Module, inputs: tuple[Tensor, ...], d: Tensor, tasks: int, alloc: Alloc
 ) -> dict[str, Tensor]:
     """Per-task gradients [T, E, in, out] and [T, E, 1, out] (inputs [N, in] or [E, N, in]),
-    as task-major views of member-major tensors."""
-    weight = alloc("weight", _member_major(layer.weight, tasks))
-    grads = {"weight": _per_task_products(inputs[0].detach(), d, tasks, weight).transpose(0, 1)}
+    written member by member into the task-major destinations ``alloc`` gives."""
+    weight = alloc("weight", _task_major(layer.weight, tasks))
+    _per_task_products(inputs[0].detach(), d, tasks, weight.transpose(0, 1))
+    grads = {"weight": weight}
     if layer.bias is not None:
-        grads["bias"] = _per_task_bias(d, tasks)[:, :, None].transpose(0, 1)
+        bias = alloc("bias", _task_major(layer.bias, tasks))
+        _per_task_bias(d, tasks, out=bias.transpose(0, 1)[:, :, 0])
+        grads["bias"] = bias
     return grads
 
 
@@ -170,11 +177,10 @@ def _task_heads_rule(
     x = inputs[0].detach()
     members, out_features = layer.weight.shape[0], layer.weight.shape[-1]
     products = alloc("products", (members, tasks, x.shape[-1], out_features))
-    weight = alloc("weight", _member_major(layer.weight, tasks)).zero_()
-    weight[:, rows, head] = _per_task_products(x, d, tasks, products)
-    bias = layer.bias.new_zeros(_member_major(layer.bias, tasks))
-    bias[:, rows, 0, head] = _per_task_bias(d, tasks)
-    weight, bias = weight.transpose(0, 1), bias.transpose(0, 1)  # task-major views
+    weight = alloc("weight", _task_major(layer.weight, tasks)).zero_()
+    weight.transpose(0, 1)[:, rows, head] = _per_task_products(x, d, tasks, products)
+    bias = alloc("bias", _task_major(layer.bias, tasks)).zero_()
+    bias.transpose(0, 1)[:, rows, 0, head] = _per_task_bias(d, tasks)
     return {"weight": weight, "bias": bias}
 
 

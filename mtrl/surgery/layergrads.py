@@ -9,7 +9,9 @@ give every task's weight gradient: the per-sample-gradient trick (Opacus, BackPA
 task instead of per sample. It costs about one ordinary backward, without vmap's overhead.
 
 Layers declare how to do this through ``register_layer_rule``; a module whose parameters are
-not all owned by layers with a rule uses the vmap engine instead (see ``covers``).
+not all owned by layers with a rule uses the vmap engine instead (see ``covers``). The rules
+write into one [T, P] matrix per network (parameters in ``named_parameters`` order), so the
+aggregators' Gramian and combination are one product each (``TaskGradients.from_matrix``).
 
 The per-task gradients are the largest tensors of an update (T times a network's size). On the
 CPU a freshly allocated tensor of tens of MB comes from new pages, and writing it costs page
@@ -29,8 +31,11 @@ from torch import Tensor, nn
 from mtrl.surgery.taskgrads import TaskGradients
 
 Alloc = Callable[[str, tuple[int, ...]], Tensor]
-"""``alloc(name, shape)`` -> an uninitialised tensor of the output gradient's dtype and device,
-which a rule may write its result ``name`` into (reused across calls with a ``Workspace``)."""
+"""``alloc(name, shape)`` -> an uninitialised tensor of the output gradient's dtype and device.
+For ``name`` one of the layer's parameters and ``shape`` [T, *its shape]: where that per-task
+gradient belongs, a task-major view into the network's [T, P] gradient matrix (each task's part
+contiguous, the tasks P apart), which the rule should write into and return; otherwise scratch
+memory (reused across calls with a ``Workspace``)."""
 LayerRule = Callable[[nn.Module, tuple[Any, ...], Tensor, int, Alloc], dict[str, Tensor]]
 """``rule(layer, inputs, output_grad, T, alloc)`` -> {local parameter name: gradient
 [T, *shape]}."""
@@ -141,25 +146,59 @@ def layer_task_grads(
     losses, aux = (out[0], out[1]) if has_aux else (out, None)
     outputs = [output for recs in records.values() for _, output in recs]
     output_grads = iter(torch.autograd.grad(losses.sum(), outputs, allow_unused=True))
-    grads: dict[str, Tensor] = {}
+    like = next(iter(params.values())).detach()  # the gradients' dtype and device
+    size = sum(p.numel() for p in params.values())
+    matrix = (
+        workspace.alloc("matrix", (tasks, size), like)
+        if workspace is not None
+        else like.new_empty((tasks, size))
+    )
+    G = TaskGradients.from_matrix(matrix, [p.shape for p in params.values()])
+    regions = dict(zip(params, G.blocks, strict=True))
+    written: set[str] = set()
     for name, recs in records.items():
         layer = layers[name]
         for call, (inputs, _output) in enumerate(recs):
             d = next(output_grads)
             if d is None:
                 continue
-            alloc = _allocator(workspace, f"{name}#{call}", d)
+            keys = {local: f"{name}.{local}" if name else local for local, _ in _local(layer)}
+            # a layer's first call writes into the matrix; a later one into scratch, then adds
+            targets = {local: regions[key] for local, key in keys.items() if key not in written}
+            alloc = _allocator(workspace, f"{name}#{call}", d, targets)
             for local, g in _RULES[type(layer)](layer, inputs, d.detach(), tasks, alloc).items():
-                key = f"{name}.{local}" if name else local
-                grads[key] = grads[key] + g if key in grads else g
-    blocks = [grads[n] if n in grads else p.new_zeros((tasks, *p.shape)) for n, p in params.items()]
-    return TaskGradients(blocks), losses.detach(), (aux.detach() if aux is not None else None)
+                region = regions[keys[local]]
+                if keys[local] in written:
+                    region.add_(g)
+                elif not _same_memory(g, region):
+                    region.copy_(g)
+                written.add(keys[local])
+    for key, region in regions.items():
+        if key not in written:
+            region.zero_()
+    return G, losses.detach(), (aux.detach() if aux is not None else None)
 
 
-def _allocator(workspace: Workspace | None, prefix: str, like: Tensor) -> Alloc:
-    if workspace is None:
-        return lambda _name, shape: like.new_empty(shape)
-    return lambda name, shape: workspace.alloc(f"{prefix}.{name}", shape, like)
+def _local(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return list(layer.named_parameters(recurse=False))
+
+
+def _same_memory(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+def _allocator(
+    workspace: Workspace | None, prefix: str, like: Tensor, targets: Mapping[str, Tensor]
+) -> Alloc:
+    def alloc(name: str, shape: tuple[int, ...]) -> Tensor:
+        target = targets.get(name)
+        if target is not None and tuple(target.shape) == tuple(shape):
+            return target
+        if workspace is None:
+            return like.new_empty(shape)
+        return workspace.alloc(f"{prefix}.{name}", tuple(shape), like)
+
+    return alloc
 
 
 @register_layer_rule(nn.Linear)
@@ -171,5 +210,5 @@ def _linear_rule(
     weight = alloc("weight", (tasks, dt.shape[-1], x.shape[-1]))
     out = {"weight": torch.bmm(dt.transpose(1, 2), x, out=weight)}
     if layer.bias is not None:
-        out["bias"] = dt.sum(dim=1)
+        out["bias"] = torch.sum(dt, dim=1, out=alloc("bias", (tasks, dt.shape[-1])))
     return out

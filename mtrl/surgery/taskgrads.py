@@ -5,14 +5,22 @@ a flat [T, P] matrix costs a full copy (as much as a third of the backward for M
 critics at T=50), and writing a direction back into ``.grad`` would split it again. Every
 aggregator only needs the Gramian G Gᵀ and combinations wᵀG, which blocks give directly.
 
+Where the gradients were written straight into one [T, P] matrix (``from_matrix``: the layer
+products of ``layergrads`` do this), the blocks are views of its column ranges, and the Gramian
+and a combination are one product each instead of one per block: on a GPU, where an update
+replayed from a CUDA graph costs about a kernel launch per op, that is about 25 launches fewer
+per MT-SAC update.
+
 A block need not have its task axis outermost in memory: an ensemble layer's per-task
-gradients come out of one batched product member-major ([E, T, ...] in memory, viewed as
+gradients can come out of one batched product member-major ([E, T, ...] in memory, viewed as
 [T, E, ...]), and transposing them would copy the largest tensors of the update. Each block is
-read through a view [C, T, K] (C = 1 for a task-major block, C = E for a member-major one).
+read through a view [C, T, K] (C = 1 for a task-major block or a column block of a matrix,
+C = E for a member-major one).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,11 +35,14 @@ GRAM_CHUNK = 4096
 
 
 def task_view(block: Tensor) -> Tensor:
-    """``block`` [T, *shape] as [C, T, K]: a view where the task axis is outermost or second in
-    memory, else a contiguous copy."""
+    """``block`` [T, *shape] as [C, T, K]: a view where each task's gradient is contiguous (a
+    column block of a [T, P] matrix) or the task axis is second in memory, else a contiguous
+    copy."""
     tasks = block.shape[0]
     if block.is_contiguous():
         return block.view(1, tasks, -1)
+    if block.dim() > 1 and block[0].is_contiguous():
+        return block.flatten(1).unsqueeze(0)
     if block.dim() > 1 and block.movedim(0, 1).is_contiguous():
         return block.movedim(0, 1).reshape(block.shape[1], tasks, -1)
     return block.contiguous().view(1, tasks, -1)
@@ -58,9 +69,12 @@ class TaskGradients:
     """A [T, P] matrix of per-task gradients stored as blocks [T, *shape_k], never concatenated.
 
     :param blocks: per-parameter gradients with the task axis first (same T, dtype, device).
+    :param matrix: the [T, P] matrix whose consecutive column blocks the blocks are views of,
+        when they were written into one (``from_matrix``): its Gramian and combinations are
+        then one product each, where blocks take one per block.
     """
 
-    def __init__(self, blocks: Sequence[Tensor]) -> None:
+    def __init__(self, blocks: Sequence[Tensor], matrix: Tensor | None = None) -> None:
         blocks = list(blocks)
         if not blocks:
             raise ValueError("expected at least one gradient block")
@@ -76,6 +90,22 @@ class TaskGradients:
         self.num_tasks = blocks[0].shape[0]
         self.num_params = sum(b[0].numel() for b in blocks)
         self.dtype, self.device = blocks[0].dtype, blocks[0].device
+        if matrix is not None and matrix.shape != (self.num_tasks, self.num_params):
+            raise ValueError(
+                f"matrix {tuple(matrix.shape)} does not hold blocks of {self.num_params}"
+            )
+        self._matrix = matrix
+
+    @classmethod
+    def from_matrix(cls, matrix: Tensor, shapes: Sequence[Sequence[int]]) -> TaskGradients:
+        """Blocks of the given parameter shapes read as views of consecutive columns of a
+        [T, P] matrix (P the shapes' total size)."""
+        tasks, blocks, start = matrix.shape[0], [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            blocks.append(matrix[:, start : start + size].view(tasks, *shape))
+            start += size
+        return cls(blocks, matrix)
 
     def rows(self) -> list[Tensor]:
         """The blocks as 2-D [T, P_k]: views of task-major blocks, copies of member-major ones."""
@@ -92,7 +122,10 @@ class TaskGradients:
 
     def _gram_sum(self) -> Tensor:
         """Σ over blocks and parts of rows rowsᵀ, accumulated in place: one batched product
-        per block (a kernel each on a GPU, where a stack of per-block Gramians took four)."""
+        per block (a kernel each on a GPU, where a stack of per-block Gramians took four), or
+        one product of the matrix."""
+        if self._matrix is not None:
+            return _gram(self._matrix)
         total = torch.zeros(self.num_tasks, self.num_tasks, dtype=self.dtype, device=self.device)
         for view in self._views:
             if _chunked(view.device, self.num_tasks, view.shape[2]):
@@ -115,6 +148,12 @@ class TaskGradients:
         """wᵀG as one direction block per parameter, each shaped like the parameter; weights
         [T], or [num_blocks, T] for one weighting per block."""
         w = weights.to(device=self.device, dtype=self.dtype)
+        if self._matrix is not None and w.dim() == 1:
+            flat = w @ self._matrix
+            return [
+                piece.view(b.shape[1:])
+                for piece, b in zip(self._split(flat), self.blocks, strict=True)
+            ]
         per_block = w if w.dim() == 2 else w.expand(len(self.blocks), -1)
         return [
             torch.matmul(wk, view).view(b.shape[1:])
@@ -125,8 +164,14 @@ class TaskGradients:
         """A bool [T]: True where a task's gradient is entirely finite."""
         return torch.stack([torch.isfinite(v).all(dim=2).all(dim=0) for v in self._views]).all(0)
 
+    def _split(self, flat: Tensor) -> tuple[Tensor, ...]:
+        return flat.split([b[0].numel() for b in self.blocks])
+
     def matrix(self) -> Tensor:
-        """The flat [T, P] matrix (a copy, except for a single 2-D block)."""
+        """The flat [T, P] matrix (a copy, except for a single 2-D block or blocks written
+        into one matrix)."""
+        if self._matrix is not None:
+            return self._matrix
         rows = self.rows()
         return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 

@@ -9,7 +9,7 @@ from torch.func import functional_call
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
 from mtrl.agents.registry import list_networks
 from mtrl.surgery import aggregator_class, list_aggregators
-from mtrl.surgery.layergrads import covers, layer_task_grads
+from mtrl.surgery.layergrads import Workspace, covers, layer_task_grads
 
 T, B, ACT = 4, 8, 3
 OBS = 6 + T
@@ -116,6 +116,45 @@ def test_torch_linear_layers_and_coverage():
         from mtrl.agents.sac import _task_grad_mode
 
         _task_grad_mode("layers", TwoLayer(norm=True))
+
+
+class Reused(nn.Module):
+    """One layer applied twice, and a layer the loss never reaches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.unused = nn.Linear(5, 5), nn.Linear(5, 2), nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(torch.tanh(self.a(x)))))
+
+
+def test_gradients_fill_one_matrix_summing_reused_layers_and_zeroing_unused_ones():
+    model = Reused()
+    x, y = torch.randn(T, B, 5), torch.randn(T, B, 2)
+
+    def losses(params, batch):
+        pred = functional_call(model, params, (batch[0].reshape(T * B, 5),)).view(T, B, 2)
+        return ((pred - batch[1]) ** 2).mean(dim=(1, 2))
+
+    G, _, _ = layer_task_grads(losses, model, (x, y), T)
+    matrix = G.matrix()
+    assert matrix.shape == (T, sum(p.numel() for p in model.parameters()))
+    start = matrix.data_ptr()
+    for block, view in zip(G.blocks, G.views(), strict=True):  # views, read without copies
+        assert start <= block.data_ptr() < start + matrix.numel() * matrix.element_size()
+        assert view.data_ptr() == block.data_ptr()
+    for t in range(T):
+        model.zero_grad()
+        losses(dict(model.named_parameters()), (x, y))[t].backward()
+        for block, p in zip(G.blocks, model.parameters(), strict=True):
+            torch.testing.assert_close(block[t], torch.zeros_like(p) if p.grad is None else p.grad)
+    assert not G.blocks[-1].any() and not G.blocks[-2].any()  # unused: zero
+    # into a reused matrix holding NaN everywhere: every entry is written again
+    workspace = Workspace()
+    layer_task_grads(losses, model, (x, y), T, workspace=workspace)[0].matrix().fill_(torch.nan)
+    again = layer_task_grads(losses, model, (x, y), T, workspace=workspace)[0]
+    torch.testing.assert_close(again.matrix(), matrix)
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "multihead"])

@@ -88,3 +88,25 @@ def test_every_method_gives_the_same_direction_for_any_block_layout(name):
     directions = [get_aggregator(name, seed=0)(TaskGradients(bs)) for bs in (blocks, copies)]
     for d, ref in zip(directions[0], directions[1], strict=True):
         torch.testing.assert_close(d, ref)
+
+
+def test_blocks_of_one_matrix_give_its_results_with_one_product():
+    """``from_matrix``: blocks are views of consecutive columns; the Gramian, a combination
+    (one weighting or one per block) and the matrix itself are the flat matrix's."""
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(3, 4), (4,), (2, 1, 3)]
+    matrix = torch.randn(T, 22, generator=gen)
+    G = TaskGradients.from_matrix(matrix, shapes)
+    assert [b.shape[1:] for b in G.blocks] == shapes and G.matrix() is matrix
+    assert G.blocks[1].data_ptr() == matrix[:, 12:].data_ptr()
+    torch.testing.assert_close(
+        G.gramian(), matrix.double() @ matrix.double().T, rtol=1e-5, atol=1e-4
+    )
+    w = torch.linspace(-1.0, 2.0, T)
+    torch.testing.assert_close(torch.cat([d.flatten() for d in G.combine(w)]), w @ matrix)
+    per_block = torch.stack([w, 2 * w, -w])
+    combined = G.combine(per_block)
+    torch.testing.assert_close(combined[1], 2 * (w @ matrix[:, 12:16]))
+    torch.testing.assert_close(combined[2].flatten(), -(w @ matrix[:, 16:]))
+    with pytest.raises(ValueError, match="does not hold"):
+        TaskGradients(G.blocks, matrix[:, :10])
