@@ -137,11 +137,13 @@ VIEW_OPS = frozenset(
         "split",
         "split_with_sizes",
         "squeeze",
+        "squeeze_",
         "t",
         "transpose",
         "unbind",
         "unflatten",
         "unsqueeze",
+        "unsqueeze_",
         "view",
         "_unsafe_view",
     ]

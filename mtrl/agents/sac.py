@@ -145,10 +145,10 @@ class MTSAC:
         }
         self.defer_checks = self.device.type == "cuda" if defer_checks is None else defer_checks
         self._non_finite = {
-            net: torch.zeros(num_tasks + 1, dtype=torch.bool, device=self.device)
-            for net in self.aggregators
+            net: torch.zeros(num_tasks + 1, device=self.device) for net in self.aggregators
         }
-        """Per network, since the last check: tasks whose loss was non-finite, then the gradient."""
+        """Per network, since the last check: NaN where a task's loss was non-finite, then where
+        the gradient was; 0 elsewhere."""
         if self.defer_checks:
             for agg in self.aggregators.values():
                 agg.check_direction = False
@@ -307,20 +307,29 @@ class MTSAC:
             out = loss_fn(params, batch)
             losses, aux = (out[0], out[1]) if has_aux else (out, None)
             torch.dot(weights, losses).backward()
-            self._check_finite(network, losses, module)
+            check = True
         else:
             G, losses, aux = self._task_grads(network, module, loss_fn, batch, has_aux)
             with self.surgery_timer.section():
                 result = aggregator.aggregate(G)
             write_grads(params, result.direction, adopt=result.owned)
-            if self.defer_checks:
-                self._check_finite(network, losses, module)
+            check = self.defer_checks  # else the aggregator has checked G
             if diagnostics is not None:
                 diagnostics[network] = gradient_diagnostics(G, result)
-        if self.cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        self._clip_and_check(network, module, losses, check)
         optimizer.step()
         return losses.detach(), aux.detach() if aux is not None else None
+
+    def _clip_and_check(
+        self, network: str, module: torch.nn.Module, losses: Tensor, check: bool
+    ) -> None:
+        """Clip the gradient to ``grad_clip`` and, if ``check``, check the losses and the
+        gradient for NaN/inf (``_check_finite``), reading the gradient's norm from the clip."""
+        norm = None
+        if self.cfg.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        if check:
+            self._check_finite(network, losses, module, norm)
 
     def _linear_weights(self, network: str) -> Tensor | None:
         """The aggregator's fixed task weights on the device (None if it has none); a
@@ -360,13 +369,11 @@ class MTSAC:
             with self.surgery_timer.section():
                 weights = aggregator.weights(losses.detach())
             torch.dot(weights.to(losses), losses).backward()
-        self._check_finite(network, losses, module)
         norms = capture.norms(self.num_tasks) if "shared_grad_norms" in needs else None
         if diagnostics is not None:
             G = self._task_grads(network, module, loss_fn, batch, has_aux)[0]
             diagnostics[network] = gradient_diagnostics(G, aggregator.aggregate(G))
-        if self.cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        self._clip_and_check(network, module, losses, True)
         optimizer.step()
         after = None
         if "losses_after" in needs:  # the same batch through the stepped network
@@ -377,14 +384,23 @@ class MTSAC:
             aggregator.observe(losses.detach(), losses_after=after, shared_grad_norms=norms)
         return losses.detach(), aux.detach() if aux is not None else None
 
-    def _check_finite(self, network: str, losses: Tensor, module: torch.nn.Module) -> None:
+    def _check_finite(
+        self, network: str, losses: Tensor, module: torch.nn.Module, norm: Tensor | None = None
+    ) -> None:
         """Raise NonFiniteGradientError naming the tasks whose loss is NaN/inf (one host sync);
-        with deferred checks, record them on the device for ``raise_if_non_finite``."""
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        with deferred checks, mark them on the device for ``raise_if_non_finite``.
+
+        :param norm: the gradient's total norm if already computed (by the clip), else None.
+        """
+        if norm is None:
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])
+            )
         if self.defer_checks:
-            flags = torch.cat([~torch.isfinite(losses), ~torch.isfinite(norm)[None]])
-            self._non_finite[network] |= flags
+            values = torch.cat([losses.detach(), norm.reshape(1).to(losses.dtype)])
+            # x - x is 0 for a finite x and NaN for NaN or ±inf: two ops mark the bad entries
+            self._non_finite[network].add_(values - values)
             return
         if bool(torch.isfinite(losses.sum() + norm)):
             return
@@ -401,9 +417,10 @@ class MTSAC:
         had a non-finite loss or gradient, naming the network and tasks (one host sync)."""
         if not self.defer_checks:
             return
-        found = [(net, flags.clone()) for net, flags in self._non_finite.items() if flags.any()]
-        for flags in self._non_finite.values():
-            flags.zero_()
+        flags = {net: ~torch.isfinite(marks) for net, marks in self._non_finite.items()}
+        for marks in self._non_finite.values():
+            marks.zero_()
+        found = [(net, bad) for net, bad in flags.items() if bad.any()]
         if found:  # the critic first: a NaN critic makes every actor loss NaN next
             network, flags = found[0]
             self._raise(network, flags[:-1])

@@ -245,3 +245,22 @@ def test_a_host_solver_names_nan_tasks_at_once_even_with_deferred_checks(defer):
     agent = MTSAC(OBS, ACT, T, cfg, surgery, defer_checks=defer)
     with pytest.raises(MtrlError, match=r"^non-finite \(NaN/inf\) gradient for task 3$"):
         agent.update(_nan_task3_batch())
+
+
+def test_deferred_marks_name_inf_losses_and_a_non_finite_gradient_until_checked():
+    torch.manual_seed(0)
+    cfg, surgery = AgentConfig(hidden=[64, 64], grad_clip=1.0), SurgeryConfig(name="mean")
+    agent = MTSAC(OBS, ACT, T, cfg, surgery, defer_checks=True)
+    batch = mt10_batch()
+    batch["reward"][1] = float("inf")  # task 1's critic loss is inf, not NaN
+    agent.update(batch)
+    with pytest.raises(MtrlError, match=r"^critic: non-finite loss or gradient in tasks 1$"):
+        agent.raise_if_non_finite()
+    finite = torch.zeros(T)
+    agent._check_finite("actor", finite, agent.actor, norm=torch.tensor(float("inf")))
+    agent._check_finite("actor", finite, agent.actor, norm=torch.tensor(1e30))  # keeps the mark
+    with pytest.raises(
+        MtrlError, match=r"^actor: .* in the combined gradient \(losses are finite\)$"
+    ):
+        agent.raise_if_non_finite()
+    agent.raise_if_non_finite()  # reported once
