@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -132,10 +133,12 @@ class MTSAC:
         self.target_entropy = (
             float(-act_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
         )
-        eps = cfg.adam_eps
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, eps=eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, eps=eps)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr, eps=eps)
+        # fused: one kernel per optimizer step (for-loop Adam takes ~10 ops per parameter on the
+        # CPU, foreach Adam ~17 multi-tensor ops on a GPU), step counts on the device
+        adam = functools.partial(torch.optim.Adam, eps=cfg.adam_eps, fused=True)
+        self.actor_opt = adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], lr=cfg.alpha_lr)
         self.capturable = False
         if capturable:
             self.make_capturable()
