@@ -95,7 +95,8 @@ def make_agent(
     experiment = EXPERIMENT.get(method)
     overrides = [] if experiment or method == "plain" else [f"surgery={method}"]
     overrides += [f"agent.task_grads={PATHS[path]}", f"agent.network={network}"]
-    if path == "graph" and method != "plain" and "solver" in option_specs(method):
+    solver = method != "plain" and "solver" in option_specs(method)
+    if path == "graph" and solver and aggregator_class(method).device_solver:
         overrides.append("surgery.solver=device")  # what solver=auto takes in a graph
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)
     torch.manual_seed(0)
@@ -170,7 +171,7 @@ def count_update_ops(
     On the CPU the optimizer reads its step count on the host and wide Gramians at T < 16 take
     chunked products, a few ops more than on a GPU."""
     agent, batch_size = make_agent(method, tasks, device, "graph", network)
-    if not all(a.runs_on_device() for a in agent.aggregators.values()):
+    if not all(a.capturable() for a in agent.aggregators.values()):
         return None
     batch = random_batch(tasks, batch_size, device)
     update = (

@@ -402,7 +402,7 @@ class MTSAC:
             )
         if self.defer_checks:
             values = torch.cat([losses.detach(), norm.reshape(1).to(losses.dtype)])
-            # x - x is 0 for a finite x and NaN for NaN or ±inf: two ops mark the bad entries
+            # x - x is 0 for a finite x and NaN for NaN or ±inf: adding it marks the bad entries
             self._non_finite[network].add_(values - values)
             return
         if bool(torch.isfinite(losses.sum() + norm)):

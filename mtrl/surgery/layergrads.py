@@ -162,7 +162,8 @@ def layer_task_grads(
             d = next(output_grads)
             if d is None:
                 continue
-            keys = {local: f"{name}.{local}" if name else local for local, _ in _local(layer)}
+            names = [local for local, _ in layer.named_parameters(recurse=False)]
+            keys = {local: f"{name}.{local}" if name else local for local in names}
             # a layer's first call writes into the matrix; a later one into scratch, then adds
             targets = {local: regions[key] for local, key in keys.items() if key not in written}
             alloc = _allocator(workspace, f"{name}#{call}", d, targets)
@@ -177,10 +178,6 @@ def layer_task_grads(
         if key not in written:
             region.zero_()
     return G, losses.detach(), (aux.detach() if aux is not None else None)
-
-
-def _local(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    return list(layer.named_parameters(recurse=False))
 
 
 def _same_memory(a: Tensor, b: Tensor) -> bool:

@@ -149,11 +149,8 @@ class TaskGradients:
         [T], or [num_blocks, T] for one weighting per block."""
         w = weights.to(device=self.device, dtype=self.dtype)
         if self._matrix is not None and w.dim() == 1:
-            flat = w @ self._matrix
-            return [
-                piece.view(b.shape[1:])
-                for piece, b in zip(self._split(flat), self.blocks, strict=True)
-            ]
+            pieces = (w @ self._matrix).split([b[0].numel() for b in self.blocks])
+            return [piece.view(b.shape[1:]) for piece, b in zip(pieces, self.blocks, strict=True)]
         per_block = w if w.dim() == 2 else w.expand(len(self.blocks), -1)
         return [
             torch.matmul(wk, view).view(b.shape[1:])
@@ -163,9 +160,6 @@ class TaskGradients:
     def finite_rows(self) -> Tensor:
         """A bool [T]: True where a task's gradient is entirely finite."""
         return torch.stack([torch.isfinite(v).all(dim=2).all(dim=0) for v in self._views]).all(0)
-
-    def _split(self, flat: Tensor) -> tuple[Tensor, ...]:
-        return flat.split([b[0].numel() for b in self.blocks])
 
     def matrix(self) -> Tensor:
         """The flat [T, P] matrix (a copy, except for a single 2-D block or blocks written
