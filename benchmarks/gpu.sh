@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU figure of BENCHMARKS.md in one go: the CUDA tests, update cost (eager / fast /
-# graph), MT10 training throughput and evaluation speed. Run from the repository root on a
-# machine whose python3 has torch with CUDA. Packages it lacks can come as wheels in .whl/
-# (installed into /tmp/site). Each step has its own time limit, so one that hangs still
-# leaves the others' output; LOG (default: no file) keeps a copy of everything.
+# Every GPU figure of BENCHMARKS.md in one go: update cost (ops per update; eager / fast /
+# graph), MT10 training throughput, the CUDA tests and evaluation speed, in that order. Run
+# from the repository root on a machine whose python3 has torch with CUDA. Packages it lacks
+# can come as wheels in .whl/ (installed into /tmp/site). Each step has its own time limit, so
+# one that hangs still leaves the others' output; LOG (default: no file) keeps a copy of
+# everything. The limits add up to 760 s: where one command may run 600 s at most, a run that
+# needs every limit is cut in its last steps (then run STEPS="tests evaluation" on its own).
 #
 #     bash benchmarks/gpu.sh                 # all steps
-#     STEPS="tests update" bash benchmarks/gpu.sh
+#     STEPS="update throughput" bash benchmarks/gpu.sh
 #     METHODS="pcgrad cagrad" STEPS=update bash benchmarks/gpu.sh   # fewer methods, less time
 set -u
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no GL on the machine: none needed
@@ -17,7 +19,7 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 LOG=${LOG:-/dev/null}
-STEPS=${STEPS:-"tests update throughput evaluation"}
+STEPS=${STEPS:-"update throughput tests evaluation"}  # the most wanted figures first
 WORKERS=${WORKERS:-10}
 
 run() {  # run <seconds> <command...>: one step, its output to the terminal and LOG
