@@ -15,6 +15,7 @@ from mtrl.agents import MTSAC
 from mtrl.agents.graphed import GraphedUpdate, graph_blocker, make_updater
 from mtrl.cli import main
 from mtrl.config import resolve_config
+from mtrl.errors import MtrlError
 from mtrl.logging import read_metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -72,6 +73,20 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
     assert update.graph is not None
     assert max_difference(eager, graphed) <= 1e-5
     assert torch.isfinite(metrics[-1]["critic_loss"]).all()
+
+
+def test_a_non_finite_update_replayed_from_the_graph_is_named_at_the_check():
+    agent = mt10_agent("mt10-pcgrad", "surgery.solver=device")
+    update = GraphedUpdate(agent)
+    data = batches(6)
+    for b in data[:5]:  # eager warm-ups, the capture, a replay
+        update(b)
+    assert update.graph is not None
+    agent.raise_if_non_finite()  # nothing so far
+    data[5]["reward"][3] = float("nan")  # task 3's critic loss is NaN
+    update(data[5])  # replayed: the marks are set on the device, no sync
+    with pytest.raises(MtrlError, match=r"^critic: non-finite loss or gradient in tasks 3$"):
+        agent.raise_if_non_finite()
 
 
 def test_a_failed_capture_warns_once_and_runs_eagerly(capsys):
