@@ -7,8 +7,10 @@
 # everything. The limits add up to 760 s: where one command may run 600 s at most, a run that
 # needs every limit is cut in its last steps (then run STEPS="tests evaluation" on its own).
 #
-#     bash benchmarks/gpu.sh                 # all steps
+#     bash benchmarks/gpu.sh                 # the default steps
 #     STEPS="update throughput" bash benchmarks/gpu.sh
+#     STEPS=solvers bash benchmarks/gpu.sh   # CAGrad's graph with its solver compiled (not a
+#                                            # default step: Triton compiles for a minute or two)
 #     METHODS="pcgrad cagrad" STEPS=update bash benchmarks/gpu.sh   # fewer methods, less time
 set -u
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no GL on the machine: none needed
@@ -36,6 +38,8 @@ for step in $STEPS; do
         tests/agents/test_graphed.py ;;
     update) run 240 python3 benchmarks/update_cost.py --device cuda --rounds 30 \
         --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
+    solvers) run 240 python3 benchmarks/update_cost.py --device cuda --rounds 20 \
+        --methods cagrad --compile-solvers ;;
     throughput) run 220 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
         --steps "${TSTEPS:-300}" --paths ${PATHS_:-fast graph} ;;
     evaluation) run 100 python3 benchmarks/evaluation.py --device cuda --workers 16 \

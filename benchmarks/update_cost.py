@@ -15,6 +15,7 @@ per-task gradients), checked first to give the same parameters as ``mean``.
     python benchmarks/update_cost.py --device cuda
     python benchmarks/update_cost.py --inductor      # also plain with torch.compile'd networks
     python benchmarks/update_cost.py --ops-only      # only count each update's ops (seconds)
+    python benchmarks/update_cost.py --device cuda --compile-solvers   # + compiled solvers
 
 Before the timing it counts each method's aten ops per update as a CUDA graph records them
 (device solvers, deferred finite checks; views, which launch nothing, left out): replayed from
@@ -196,18 +197,26 @@ def print_ops(methods: list[str], tasks: int, device: torch.device, network: str
     print(f"ops per update as a graph records them (+/- mean): {', '.join(cells)}")
 
 
-def graph_update(agent: MTSAC) -> GraphedUpdate | None:
+def graph_update(agent: MTSAC, compile_solvers: bool = False) -> GraphedUpdate | None:
     """The agent's update replayed from a CUDA graph, or None where the capture is blocked."""
-    update = make_updater(agent, "auto")
+    update = make_updater(agent, "auto", compile_solvers)
     return update if isinstance(update, GraphedUpdate) else None
 
 
-def check_graph_equals_eager(method: str, tasks: int, device: torch.device, updates: int) -> float:
+def _compiles(method: str) -> bool:
+    """Methods whose device solver ``compile_solvers`` compiles (deterministic ones)."""
+    cls = aggregator_class(method)
+    return method not in ("plain", "mean", "sum") and cls.device_solver and not cls.stochastic
+
+
+def check_graph_equals_eager(
+    method: str, tasks: int, device: torch.device, updates: int, compile_solvers: bool = False
+) -> float:
     """Largest parameter difference between ``updates`` eager updates and as many through the
     CUDA graph (warm-up, capture, replays), from one state and one random stream."""
     agent = make_agent(method, tasks, device, "graph")[0]
     graphed = copy.deepcopy(agent)
-    update = graph_update(graphed)
+    update = graph_update(graphed, compile_solvers)
     assert update is not None, graph_blocker(graphed)
     batches = [random_batch(tasks, 128, device, seed=i) for i in range(updates)]
     for fn in (agent.update, update):
@@ -287,10 +296,13 @@ def bench(
     methods: list[str],
     network: str = "mlp",
     inductor: bool = False,
+    compile_solvers: bool = False,
 ) -> dict[str, float]:
     """Median seconds per update of every method (``NAME`` on the fast path, ``NAME/eager`` on
-    the eager one for methods with per-task gradients), on one batch of the mt{tasks} shape;
-    with ``inductor`` also ``plain/inductor`` (``compiled_plain``)."""
+    the eager one for methods with per-task gradients, ``NAME/graph`` replayed from a CUDA
+    graph), on one batch of the mt{tasks} shape; with ``inductor`` also ``plain/inductor``
+    (``compiled_plain``); with ``compile_solvers`` also ``NAME/graph+c``, the graph with the
+    deterministic device solvers compiled (``compile_solvers=true``)."""
     agents = {m: make_agent(m, tasks, device, network=network) for m in methods}
     agents |= {
         f"{m}/eager": make_agent(m, tasks, device, "eager", network)
@@ -309,11 +321,19 @@ def bench(
     }
     if device.type == "cuda":
         for m in methods:
-            update = graph_update(make_agent(m, tasks, device, "graph", network)[0])
-            if m != "plain" and update is not None:
-                for _ in range(WARMUP_UPDATES + 2):  # warm-up and capture, before the timing
-                    update(batch)
-                fns[f"{m}/graph"] = lambda u=update: u(batch)
+            for key, compiled in ((f"{m}/graph", False), (f"{m}/graph+c", True)):
+                if compiled and not (compile_solvers and _compiles(m)):
+                    continue
+                update = graph_update(make_agent(m, tasks, device, "graph", network)[0], compiled)
+                if m != "plain" and update is not None:
+                    start = time.perf_counter()
+                    for _ in range(WARMUP_UPDATES + 2):  # warm-up and capture, before the timing
+                        update(batch)
+                    if compiled:
+                        print(
+                            f"{key}: compile, warm-up and capture {time.perf_counter() - start:.1f} s"
+                        )
+                    fns[key] = lambda u=update: u(batch)
     if inductor:
         fns["plain/inductor"] = compiled_plain(agents["mean"][0], batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -383,12 +403,19 @@ def main(argv: list[str] | None = None) -> None:
         "--ops-only", action="store_true", help="count each update's ops; time nothing"
     )
     parser.add_argument(
+        "--compile-solvers",
+        action="store_true",
+        help="GPU: also time the graph with the device solvers compiled (compile_solvers=true)",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
         help="aggregators to time besides plain and mean (default: every registered one)",
     )
     args = parser.parse_args(argv)
+    if args.compile_solvers and not args.device.startswith("cuda"):
+        parser.error("--compile-solvers times CUDA-graph updates: it needs --device cuda")
     names = args.methods or [n for n in list_aggregators() if n != "mean"]
     methods = ["plain", "mean", *[n for n in names if n not in ("plain", "mean")]]
     if args.threads:
@@ -414,8 +441,17 @@ def main(argv: list[str] | None = None) -> None:
             for m in ("mean", "pcgrad", "cagrad"):
                 diff = check_graph_equals_eager(m, tasks, device, updates=8)
                 print(f"check: {m}: 8 graph updates vs eager, max parameter difference {diff:.1e}")
-        times = bench(tasks, device, rounds, methods, args.network, args.inductor)
+            if args.compile_solvers:
+                diff = check_graph_equals_eager("cagrad", tasks, device, 8, compile_solvers=True)
+                print(f"check: cagrad, compiled solvers: 8 graph updates vs eager: {diff:.1e}")
+        times = bench(
+            tasks, device, rounds, methods, args.network, args.inductor, args.compile_solvers
+        )
         print_table(times, methods, targets, graphs)
+        for m in methods:
+            if f"{m}/graph+c" in times:
+                ms, ratio = times[f"{m}/graph+c"] * 1e3, times[f"{m}/graph+c"] / times["mean/graph"]
+                print(f"{m}, graph with compiled solvers: {ms:.2f} ms ({ratio:.2f}x mean's graph)")
         if args.inductor:
             ms, ratio = times["plain/inductor"] * 1e3, times["plain/inductor"] / times["plain"]
             print(f"plain, networks compiled by torch.compile: {ms:.1f} ms ({ratio:.2f}x plain)")

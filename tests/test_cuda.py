@@ -75,6 +75,21 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
     assert torch.isfinite(metrics[-1]["critic_loss"]).all()
 
 
+@pytest.mark.parametrize("method", ["cagrad", "mgda"])
+def test_compiled_solvers_are_captured_and_replay_what_eager_updates_compute(method):
+    eager = mt10_agent("mt10-mtsac", f"surgery={method}", "surgery.solver=device")
+    graphed = copy.deepcopy(eager)
+    update = GraphedUpdate(graphed, compile_solvers=True)
+    data = batches(8)
+    for fn in (eager.update, update):
+        torch.cuda.manual_seed(3)
+        for b in data:
+            fn(b)
+    assert update.graph is not None and not update.failed
+    assert all(a.compile_solver for a in graphed.aggregators.values())  # compiled, no fallback
+    assert max_difference(eager, graphed) <= 1e-5
+
+
 def test_a_non_finite_update_replayed_from_the_graph_is_named_at_the_check():
     agent = mt10_agent("mt10-pcgrad", "surgery.solver=device")
     update = GraphedUpdate(agent)

@@ -52,13 +52,18 @@ class GraphedUpdate:
     :param agent: with deferred checks, on a CUDA device (its optimizers are made capturable
         here, so before its first update).
     :param warmup: eager updates before the capture.
+    :param compile_solvers: compile the aggregators' deterministic device solvers with
+        torch.compile (``Weighting``); they compile in the first warm-up update.
     """
 
-    def __init__(self, agent: MTSAC, warmup: int = WARMUP_UPDATES) -> None:
+    def __init__(
+        self, agent: MTSAC, warmup: int = WARMUP_UPDATES, compile_solvers: bool = False
+    ) -> None:
         if not agent.capturable:
             agent.make_capturable()
         for aggregator in agent.aggregators.values():
             aggregator.in_cuda_graph = True  # solver=auto: the device solvers, captured
+            aggregator.compile_solver = compile_solvers  # compiled in the eager warm-ups
         self.agent = agent
         self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -120,14 +125,15 @@ class GraphedUpdate:
         return {key: value.clone() for key, value in self._out.items()}
 
 
-def make_updater(agent: MTSAC, compile: bool | str) -> Any:
+def make_updater(agent: MTSAC, compile: bool | str, compile_solvers: bool = False) -> Any:
     """The function the trainer calls for an update: ``agent.update``, or a ``GraphedUpdate``
-    where ``compile`` is true or auto and nothing blocks the capture (true then warns why)."""
+    where ``compile`` is true or auto and nothing blocks the capture (true then warns why),
+    with its device solvers compiled if ``compile_solvers``."""
     if compile is False:
         return agent.update
     blocker = graph_blocker(agent)
     if blocker is None:
-        return GraphedUpdate(agent)
+        return GraphedUpdate(agent, compile_solvers=compile_solvers)
     if compile is True:
         print(f"warning: compile=true: the update runs eagerly ({blocker})", file=sys.stderr)
     return agent.update

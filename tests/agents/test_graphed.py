@@ -98,3 +98,13 @@ def test_solver_auto_takes_the_device_path_only_in_a_graph_update_on_a_gpu():
     assert not auto._use_device(G)  # the gradients are on the CPU
     assert get_aggregator("cagrad", solver="device")._use_device(G)
     assert not get_aggregator("pcgrad", solver="host").runs_on_device()
+
+
+def test_compile_solvers_needs_a_captured_update_on_a_gpu():
+    for overrides in (
+        ["compile_solvers=true"],
+        ["device=cuda", "compile=false", "compile_solvers=true"],
+    ):
+        with pytest.raises(MtrlError, match="compile_solvers=true needs device=cuda and compile"):
+            resolve_config("quickstart", overrides)
+    assert resolve_config("quickstart", []).compile_solvers is False

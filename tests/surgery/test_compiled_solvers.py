@@ -1,0 +1,56 @@
+"""Device solvers compiled by torch.compile (``compile_solvers``): the weights the eager solver
+gives, the random draws left eager, and a failed compile that falls back with one warning."""
+
+import torch
+
+from mtrl.surgery import get_aggregator
+from mtrl.surgery.aggregators import Weighting
+from mtrl.surgery.aggregators.base import _COMPILED
+from mtrl.surgery.taskgrads import TaskGradients
+
+
+def grads(seed: int, tasks: int = 4, params: int = 12) -> TaskGradients:
+    G = torch.randn(tasks, params, generator=torch.Generator().manual_seed(seed))
+    return TaskGradients([G])
+
+
+def test_a_compiled_cagrad_solver_gives_the_eager_weights():
+    # few steps and grid points keep Inductor's compile short on the CPU; the graph is the same
+    # sequence of ops as at the defaults, only shorter
+    compiled = get_aggregator("cagrad", c=0.5, solver="device", device_iters=3)
+    eager = get_aggregator("cagrad", c=0.5, solver="device", device_iters=3)
+    compiled.compile_solver = True
+    for seed in range(2):  # the second call reuses the compiled solver
+        G = grads(seed)
+        got, expected = compiled.aggregate(G).weights, eager.aggregate(G).weights
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert compiled in _COMPILED and compiled.compile_solver
+
+
+def test_random_orders_stay_eager_so_compiled_and_eager_draw_alike():
+    pcgrad = get_aggregator("pcgrad", solver="device", seed=0)
+    pcgrad.compile_solver = True
+    pcgrad.aggregate(grads(0))
+    assert pcgrad not in _COMPILED
+
+
+class Branching(Weighting):
+    """A solver that branches on a tensor's value, which torch.compile(fullgraph=True) refuses."""
+
+    device_solver = True
+    solver = "device"
+
+    def device_weights(self, gram: torch.Tensor) -> torch.Tensor:
+        weights = torch.full((gram.shape[0],), 1.0 / gram.shape[0], dtype=gram.dtype)
+        return weights if gram.trace() > 0 else -weights
+
+
+def test_a_failed_compile_warns_once_and_solves_uncompiled(capsys):
+    agg = Branching()
+    agg.compile_solver = True
+    first, second = agg.aggregate(grads(0)), agg.aggregate(grads(1))
+    torch.testing.assert_close(first.weights, torch.full((4,), 0.25))
+    torch.testing.assert_close(second.weights, torch.full((4,), 0.25))
+    err = capsys.readouterr().err
+    assert err.count("warning: compile_solvers:") == 1 and "solves uncompiled" in err
+    assert not agg.compile_solver
