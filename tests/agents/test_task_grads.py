@@ -97,20 +97,30 @@ class TwoLayer(nn.Module):
         return self.b(torch.tanh(self.norm(self.a(x))))
 
 
-def test_torch_linear_layers_and_coverage():
-    model = TwoLayer()
-    x, y = torch.randn(T, B, 5), torch.randn(T, B, 2)
+def regression_losses(model: nn.Module):
+    """Per-task squared errors of ``model`` on batches (x [T, B, 5], y [T, B, 2])."""
 
     def losses(params, batch):
         pred = functional_call(model, params, (batch[0].reshape(T * B, 5),)).view(T, B, 2)
         return ((pred - batch[1]) ** 2).mean(dim=(1, 2))
 
-    G, _, _ = layer_task_grads(losses, model, (x, y), T)
+    return losses
+
+
+def assert_equal_to_the_loop(G, model: nn.Module, losses, batch) -> None:
+    """Every block's task t equals the gradient of task t's loss alone (zero where unused)."""
     for t in range(T):
         model.zero_grad()
-        losses(dict(model.named_parameters()), (x, y))[t].backward()
+        losses(dict(model.named_parameters()), batch)[t].backward()
         for block, p in zip(G.blocks, model.parameters(), strict=True):
-            torch.testing.assert_close(block[t], p.grad)
+            torch.testing.assert_close(block[t], torch.zeros_like(p) if p.grad is None else p.grad)
+
+
+def test_torch_linear_layers_and_coverage():
+    model = TwoLayer()
+    batch = torch.randn(T, B, 5), torch.randn(T, B, 2)
+    losses = regression_losses(model)
+    assert_equal_to_the_loop(layer_task_grads(losses, model, batch, T)[0], model, losses, batch)
     assert covers(model) and not covers(TwoLayer(norm=True))
     with pytest.raises(ValueError, match="needs a network made of layers with a rule"):
         from mtrl.agents.sac import _task_grad_mode
@@ -131,29 +141,21 @@ class Reused(nn.Module):
 
 def test_gradients_fill_one_matrix_summing_reused_layers_and_zeroing_unused_ones():
     model = Reused()
-    x, y = torch.randn(T, B, 5), torch.randn(T, B, 2)
-
-    def losses(params, batch):
-        pred = functional_call(model, params, (batch[0].reshape(T * B, 5),)).view(T, B, 2)
-        return ((pred - batch[1]) ** 2).mean(dim=(1, 2))
-
-    G, _, _ = layer_task_grads(losses, model, (x, y), T)
+    batch = torch.randn(T, B, 5), torch.randn(T, B, 2)
+    losses = regression_losses(model)
+    G, _, _ = layer_task_grads(losses, model, batch, T)
     matrix = G.matrix()
     assert matrix.shape == (T, sum(p.numel() for p in model.parameters()))
     start = matrix.data_ptr()
     for block, view in zip(G.blocks, G.views(), strict=True):  # views, read without copies
         assert start <= block.data_ptr() < start + matrix.numel() * matrix.element_size()
         assert view.data_ptr() == block.data_ptr()
-    for t in range(T):
-        model.zero_grad()
-        losses(dict(model.named_parameters()), (x, y))[t].backward()
-        for block, p in zip(G.blocks, model.parameters(), strict=True):
-            torch.testing.assert_close(block[t], torch.zeros_like(p) if p.grad is None else p.grad)
+    assert_equal_to_the_loop(G, model, losses, batch)
     assert not G.blocks[-1].any() and not G.blocks[-2].any()  # unused: zero
     # into a reused matrix holding NaN everywhere: every entry is written again
     workspace = Workspace()
-    layer_task_grads(losses, model, (x, y), T, workspace=workspace)[0].matrix().fill_(torch.nan)
-    again = layer_task_grads(losses, model, (x, y), T, workspace=workspace)[0]
+    layer_task_grads(losses, model, batch, T, workspace=workspace)[0].matrix().fill_(torch.nan)
+    again = layer_task_grads(losses, model, batch, T, workspace=workspace)[0]
     torch.testing.assert_close(again.matrix(), matrix)
 
 
