@@ -24,14 +24,14 @@ def test_a_compiled_cagrad_solver_gives_the_eager_weights():
         G = grads(seed)
         got, expected = compiled.aggregate(G).weights, eager.aggregate(G).weights
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
-    assert compiled in _COMPILED and compiled.compile_solver
+    assert type(compiled) in _COMPILED and compiled.compile_solver
 
 
 def test_random_orders_stay_eager_so_compiled_and_eager_draw_alike():
     pcgrad = get_aggregator("pcgrad", solver="device", seed=0)
     pcgrad.compile_solver = True
     pcgrad.aggregate(grads(0))
-    assert pcgrad not in _COMPILED
+    assert type(pcgrad) not in _COMPILED
 
 
 class Branching(Weighting):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -157,10 +156,10 @@ class Aggregator:
         return {}
 
 
-_COMPILED: weakref.WeakKeyDictionary[Aggregator, Callable[[Tensor], Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
-"""Compiled device solvers by aggregator (kept off the aggregator, which stays copyable)."""
+_COMPILED: dict[type, Callable[..., Tensor]] = {}
+"""Compiled ``device_weights`` by class, called with the aggregator as ``self``: torch.compile
+guards on the options the solver reads, so instances with equal options (a run's critic and
+actor aggregators) share one compile and others compile their own."""
 
 Solver = Literal["auto", "host", "device"]
 """The ``solver`` option of a ``Weighting`` with a device solver (see ``Weighting``)."""
@@ -205,14 +204,15 @@ class Weighting(Aggregator):
         deterministic (see the class docstring)."""
         if not self.compile_solver or self.stochastic:
             return self.device_weights(gram)
-        compiled = _COMPILED.get(self)
-        if compiled is None:
-            compiled = torch.compile(self.device_weights, fullgraph=True, dynamic=False)
-            _COMPILED[self] = compiled
         try:
+            compiled = _COMPILED.get(type(self))
+            if compiled is None:
+                solve = type(self).device_weights
+                compiled = torch.compile(solve, fullgraph=True, dynamic=False)
+                _COMPILED[type(self)] = compiled
             with warnings.catch_warnings():  # Inductor's own deprecation notices
                 warnings.filterwarnings("ignore", category=FutureWarning)
-                return compiled(gram)
+                return compiled(self, gram)
         except Exception as exc:  # no compiler for this device, an op Dynamo cannot trace, ...
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(
