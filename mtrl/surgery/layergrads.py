@@ -79,8 +79,9 @@ def task_rows(x: Tensor, tasks: int) -> Tensor:
 
 
 class Workspace:
-    """Buffers kept from one call of ``layer_task_grads`` to the next, one per layer call and
-    result; a buffer is replaced when its shape, dtype or device changes.
+    """Buffers kept from one call of ``layer_task_grads`` to the next: the network's [T, P]
+    gradient matrix and the rules' scratch buffers (one per layer call and name); a buffer is
+    replaced when its shape, dtype or device changes.
 
     The gradients of a call live in these buffers: they are valid until the next call with the
     same workspace (aggregators use G within ``aggregate`` and keep nothing of it).
