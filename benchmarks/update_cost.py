@@ -165,13 +165,15 @@ class _OpCounter(TorchDispatchMode):
 
 
 def count_update_ops(
-    method: str, tasks: int, device: torch.device, network: str = "mlp"
+    method: str, tasks: int, device: torch.device, network: str = "mlp", kernels: bool = False
 ) -> int | None:
     """Aten ops (views left out) of one update of ``method`` as a CUDA graph records it, run
     eagerly on ``device``; ``plain``: the fused update; None where the update cannot be
     captured (a solver on the host, IMTL-G's eigh). The second update is counted (the first
     creates the optimizers' state). On the CPU wide Gramians at T < 16 take chunked products:
-    3 ops more per network than on a GPU."""
+    3 ops more per network than on a GPU. ``kernels`` (CUDA): count instead the GPU kernels and
+    copies the update launches, as torch.profiler records them (a library call such as a
+    batched Cholesky factorisation can launch several)."""
     agent, batch_size = make_agent(method, tasks, device, "graph", network)
     if not all(a.capturable() for a in agent.aggregators.values()):
         return None
@@ -182,19 +184,41 @@ def count_update_ops(
     with warnings.catch_warnings():  # capturable optimizers stepping outside a graph
         warnings.filterwarnings("ignore", message=".*capturable=True.*", category=UserWarning)
         update()
+        if kernels:
+            return _profiled_kernels(update)
         with _OpCounter() as counter:
             update()
     return counter.count
 
 
+def _profiled_kernels(update: Callable[[], object]) -> int:
+    """GPU activities (kernels, copies, fills) of one call of ``update``."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        update()
+        torch.cuda.synchronize()
+    return sum(1 for event in prof.events() if event.device_type == DeviceType.CUDA)
+
+
 def print_ops(methods: list[str], tasks: int, device: torch.device, network: str) -> None:
-    """One line: each method's ops per update and its extra over ``mean``."""
-    ops = {m: count_update_ops(m, tasks, device, network) for m in methods}
-    assert ops["mean"] is not None
-    cells = [
-        f"{m} {n} ({n - ops['mean']:+d})" if n else f"{m} uncapturable" for m, n in ops.items()
-    ]
-    print(f"ops per update as a graph records them (+/- mean): {', '.join(cells)}")
+    """One line: each method's ops per update and its extra over ``mean``; on a GPU a second
+    line with the kernels it launches (torch.profiler)."""
+    counts = {"ops per update as a graph records them": False}
+    if device.type == "cuda":
+        counts["GPU kernels per update, profiled eagerly"] = True
+    for title, kernels in counts.items():
+        try:
+            ops = {m: count_update_ops(m, tasks, device, network, kernels) for m in methods}
+        except Exception as exc:  # a profiler without CUPTI, say: the timing still runs
+            print(f"{title}: not counted ({type(exc).__name__}: {exc})")
+            continue
+        base = ops["mean"]
+        assert base is not None
+        cells = [f"{m} {n} ({n - base:+d})" if n else f"{m} uncapturable" for m, n in ops.items()]
+        print(f"{title} (+/- mean): {', '.join(cells)}")
 
 
 def graph_update(agent: MTSAC, compile_solvers: bool = False) -> GraphedUpdate | None:
