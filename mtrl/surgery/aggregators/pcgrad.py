@@ -103,10 +103,8 @@ class PCGrad(Weighting):
         tasks = gram.shape[0]
         shared = self.order == "shared"
         order = random_order_device(tasks, shared, gram.device, self.device_generator)
-        weights = pcgrad_weights_device(gram, order).sum(dim=0)
-        if self.reduction == "mean":
-            weights = weights / tasks
-        return weights
+        coeffs = pcgrad_weights_device(gram, order)
+        return coeffs.mean(dim=0) if self.reduction == "mean" else coeffs.sum(dim=0)
 
     def options(self) -> dict[str, Any]:
         return {
