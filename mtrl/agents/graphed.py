@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mtrl.agents.sac import MTSAC, Batch
+from mtrl.errors import one_line
 
 WARMUP_UPDATES = 3
 """Eager updates on a side stream before the capture (lazy library handles and optimizer state
@@ -113,9 +114,8 @@ class GraphedUpdate:
             with torch.cuda.graph(graph):
                 self._out = self.agent.update(self._static)
         except Exception as exc:  # an operation that cannot be captured: run eagerly
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(
-                f"warning: compile: the update runs eagerly (capture failed: {first})",
+                f"warning: compile: the update runs eagerly (capture failed: {one_line(exc)})",
                 file=sys.stderr,
             )
             self.failed, self._static, self._out = True, {}, {}

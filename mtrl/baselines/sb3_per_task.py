@@ -47,13 +47,12 @@ from tqdm import tqdm
 from mtrl.checkpoint import atomic_write
 from mtrl.config import TrainConfig
 from mtrl.envs import TaskSuite, load_suite
-from mtrl.errors import MtrlError
+from mtrl.errors import MtrlError, one_line
 from mtrl.evaluation import EvalResult, Policy, eval_seed, run_evaluator
 from mtrl.logging import Logger, Sink
 from mtrl.logging.episodes import EpisodeTracker
 from mtrl.rollout import task_seed
 from mtrl.rollout.alarm import Expired, time_limit
-from mtrl.rollout.shard import one_line
 from mtrl.rundir import (
     RunInterrupted,
     StopSignals,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mtrl.errors import one_line
 from mtrl.rollout.buffers import BUSY_PHASES, SharedArrays
 
 CONSTRUCTION, RESET, STEP = (BUSY_PHASES.index(p) for p in ("construction", "reset", "step"))
@@ -27,12 +28,6 @@ class EnvFault(Exception):
         self.task = task
         self.phase = phase
         self.message = message
-
-
-def one_line(exc: BaseException) -> str:
-    """``TypeName: first line of the message`` of an exception."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class Shard:

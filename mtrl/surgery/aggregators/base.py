@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from mtrl.errors import MtrlError
+from mtrl.errors import MtrlError, one_line
 from mtrl.surgery.taskgrads import TaskGradients, all_finite, as_task_gradients
 
 
@@ -214,9 +214,9 @@ class Weighting(Aggregator):
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 return compiled(self, gram)
         except Exception as exc:  # no compiler for this device, an op Dynamo cannot trace, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(
-                f"warning: compile_solvers: {self!r} solves uncompiled ({first})", file=sys.stderr
+                f"warning: compile_solvers: {self!r} solves uncompiled ({one_line(exc)})",
+                file=sys.stderr,
             )
             self.compile_solver = False
             return self.device_weights(gram)
