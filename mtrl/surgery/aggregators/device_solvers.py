@@ -304,7 +304,7 @@ def _interior_point(
             vu = _cholesky_solve(chol, torch.stack([ones, grad], dim=2))  # (H + Z/X)⁻¹ [1, grad]
             sums = vu.sum(dim=1)
             v, v_sum = vu[:, :, 0], sums[:, :1]
-            torch.sub(sums[:, 1:] / v_sum * v, vu[:, :, 1], out=dx)
+            _eliminate(vu[:, :, 1], sums[:, 1:], v, v_sum, dx)
         else:
             _newton(chol, grad, dx)
         torch.div(torch.addcmul(xz, z, dx), minus_x, out=dz)  # Δz = -z - (z/x) Δx
@@ -329,10 +329,16 @@ def _newton(
     H + Z/X, returning None; with the simplex's constraint (v = (H + Z/X)⁻¹ 1 and its sum
     given), Δx with ``(H + Z/X) Δx + Δν 1 = -rhs`` and ``1ᵀΔx = 0``, returning t = -Δν."""
     u = _cholesky_solve(chol, rhs.unsqueeze(2)).squeeze(2)
-    if v is None:
+    if v is None or v_sum is None:
         torch.neg(u, out=out)
         return None
-    t = u.sum(dim=1, keepdim=True) / v_sum
+    return _eliminate(u, u.sum(dim=1, keepdim=True), v, v_sum, out)
+
+
+def _eliminate(u: Tensor, u_sum: Tensor, v: Tensor, v_sum: Tensor, out: Tensor) -> Tensor:
+    """Δx = t v - u into ``out`` for u = (H + Z/X)⁻¹ rhs and v = (H + Z/X)⁻¹ 1 (sums given),
+    with t = Σu / Σv so that 1ᵀΔx = 0; returns t = -Δν."""
+    t = u_sum / v_sum
     torch.sub(t * v, u, out=out)
     return t
 
