@@ -20,6 +20,7 @@ C = E for a member-major one).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -58,6 +59,11 @@ def _gram(rows: Tensor) -> Tensor:
     gram = torch.bmm(head, head.transpose(1, 2)).sum(dim=0)
     tail = rows[:, chunks * GRAM_CHUNK :]
     return gram + tail @ tail.T if tail.shape[1] else gram
+
+
+def _view_gram(view: Tensor) -> Tensor:
+    """The Gramian of a block read as [C, T, K]: Σ over its parts of rows rowsᵀ."""
+    return functools.reduce(torch.add, (_gram(rows) for rows in view))
 
 
 def _chunked(device: torch.device, tasks: int, size: int) -> bool:
@@ -129,15 +135,14 @@ class TaskGradients:
         total = torch.zeros(self.num_tasks, self.num_tasks, dtype=self.dtype, device=self.device)
         for view in self._views:
             if _chunked(view.device, self.num_tasks, view.shape[2]):
-                for rows in view:
-                    total += _gram(rows)
+                total += _view_gram(view)
             else:
                 total.addbmm_(view, view.mT)
         return total
 
     def block_gramians(self) -> Tensor:
         """Each block's own Gramian, [num_blocks, T, T] in G's dtype and on its device."""
-        return torch.stack([sum(_gram(rows) for rows in view) for view in self._views])
+        return torch.stack([_view_gram(view) for view in self._views])
 
     def views(self) -> list[Tensor]:
         """The blocks as [C, T, K] views (C > 1 for member-major blocks, see ``task_view``):
