@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from mtrl.envs import TaskSuite, load_suite
+from mtrl.envs.experts import MetaWorldExperts
 from mtrl.errors import MtrlError
 from mtrl.evaluation import evaluate
 from mtrl.rollout import (
@@ -162,6 +163,79 @@ def test_autoreset_keeps_final_obs_and_episode_stats(cheap: TaskSuite, num_worke
                 assert ended == []
             np.testing.assert_array_equal(r.obs[i], obs)
         env.close()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_inactive_envs_wait_unstepped_and_go_on_where_they_stopped(
+    cheap: TaskSuite, num_workers: int
+) -> None:
+    """Pausing envs (across episode ends too) changes only when they step: each env's own
+    sequence of steps equals that of a rollout stepping every env every time."""
+    T, seed, vector_steps = cheap.num_tasks, 5, 4 * EPISODE
+    rng = np.random.default_rng(2)
+    own_actions = rng.uniform(-1, 1, (vector_steps, T, cheap.act_dim)).astype(np.float32)
+    masks = rng.random((vector_steps, T)) < 0.6
+    masks[0] = [True, False, True, False]  # env 1 and 3 wait from the first step on
+    own: list[list[tuple]] = [[] for _ in range(T)]
+    with Rollout(cheap, num_workers=num_workers, seed=seed) as rollout:
+        obs = rollout.reset()
+        count = np.zeros(T, dtype=int)
+        for active in masks:
+            r = rollout.step(own_actions[count, np.arange(T)], active)
+            for i in np.flatnonzero(~active):
+                np.testing.assert_array_equal(r.next_obs[i], obs[i])
+                np.testing.assert_array_equal(r.obs[i], obs[i])
+                assert (r.reward[i], r.terminated[i], r.truncated[i], r.success[i]) == (0, 0, 0, 0)
+            assert all(active[e.task] for e in r.episodes)
+            for i in np.flatnonzero(active):
+                ended = [(e.episode_return, e.length) for e in r.episodes if e.task == i]
+                own[i].append((r.next_obs[i], r.obs[i], r.reward[i], r.truncated[i], ended))
+            count += active
+            obs = r.obs
+        np.testing.assert_array_equal(rollout.step_counts(), count)
+    with Rollout(cheap, num_workers=0, seed=seed) as everyone:
+        everyone.reset()
+        every = [everyone.step(own_actions[k]) for k in range(count.max())]
+    for i in range(T):
+        assert len(own[i]) == count[i] > 0
+        for k, (next_obs, obs_i, reward, truncated, ended) in enumerate(own[i]):
+            r = every[k]
+            np.testing.assert_array_equal(next_obs, r.next_obs[i])
+            np.testing.assert_array_equal(obs_i, r.obs[i])
+            assert (reward, truncated) == (r.reward[i], r.truncated[i])
+            assert ended == [(e.episode_return, e.length) for e in r.episodes if e.task == i]
+    assert count.max() > EPISODE  # some env went through an episode end
+
+
+def test_end_on_success_ends_an_episode_at_its_first_success() -> None:
+    """Meta-World's reach with its scripted policy: the same steps up to the first success, the
+    episode ends there as terminated, and the next one starts as it would after the full one."""
+    limit = 150
+    suite = load_suite("mt1-reach", {"max_episode_steps": limit}, seed=0)
+    experts = MetaWorldExperts(suite)
+    runs: dict[bool, list[StepResult]] = {}
+    for end in (False, True):
+        with Rollout(suite, seed=3, end_on_success=end) as rollout:
+            obs, results = rollout.reset(), []
+            while sum(len(r.episodes) for r in results) < 2:
+                results.append(rollout.step(experts(obs)))
+                obs = results[-1].obs
+        runs[end] = results
+    full, ended = runs[False], runs[True]
+    first = next(k for k, r in enumerate(full) if r.success[0])
+    assert first + 1 < limit
+    for a, b in zip(full[: first + 1], ended[: first + 1], strict=True):
+        np.testing.assert_array_equal(a.next_obs, b.next_obs)
+        np.testing.assert_array_equal(a.reward, b.reward)
+    assert ended[first].terminated[0] and not ended[first].truncated[0]
+    (episode,) = ended[first].episodes
+    assert (episode.length, episode.success) == (first + 1, True)
+    (whole,) = full[limit - 1].episodes
+    assert (whole.length, whole.success) == (limit, True)
+    assert whole.episode_return > episode.episode_return
+    assert not full[first].terminated[0] and full[first].episodes == []
+    np.testing.assert_array_equal(ended[first].obs, full[limit - 1].obs)  # the next start
+    assert len(ended) < len(full)
 
 
 def test_seeding_repeats_and_does_not_depend_on_workers(cheap: TaskSuite) -> None:
@@ -421,6 +495,8 @@ def test_bad_calls_are_clear_errors(cheap: TaskSuite) -> None:
         rollout.reset()
         with pytest.raises(ValueError, match="shape"):
             rollout.step(np.zeros((cheap.num_tasks + 1, cheap.act_dim)))
+        with pytest.raises(ValueError, match="active must have shape"):
+            rollout.step(np.zeros((cheap.num_tasks, cheap.act_dim)), np.ones(2, dtype=bool))
         with pytest.raises(RolloutError, match="without step_async"):
             rollout.step_wait()
         rollout.step_async(np.zeros((cheap.num_tasks, cheap.act_dim)))

@@ -20,6 +20,7 @@ _ALIGN = 64  # bytes; keeps each array on its own cache line
 # name -> (dtype, trailing shape key); the leading axis of every array is the task axis.
 _FIELDS: tuple[tuple[str, type, str], ...] = (
     ("actions", np.float32, "act"),  # written by the parent before a step
+    ("active", np.bool_, ""),  # written by the parent before a step: the envs to step
     ("obs", np.float32, "obs"),  # observation to act on next (reset obs after an episode end)
     ("next_obs", np.float32, "obs"),  # true next observation (final obs at an episode end)
     ("reward", np.float32, ""),
@@ -49,6 +50,7 @@ class SharedArrays:
     """
 
     actions: np.ndarray
+    active: np.ndarray
     obs: np.ndarray
     next_obs: np.ndarray
     reward: np.ndarray

@@ -168,6 +168,9 @@ class Rollout:
     :param timeout: seconds the envs may take to answer a step or reset (a worker, or the
         in-process envs when run in the main thread; see ``mtrl.rollout.alarm``); 0: no limit.
     :param start_timeout: seconds a worker may take to build its envs.
+    :param end_on_success: end an episode at the first step the env reports
+        ``info["success"]``, as ``terminated`` (Meta-World's evaluation protocol: an episode
+        succeeds if it succeeds at any step, so the steps after that change nothing).
     :raises RolloutError: if an env raises or hangs, or a worker dies or stops answering;
         the rollout is then closed.
     :raises NonFiniteEnvError: if an env returns a NaN or infinite observation or reward;
@@ -184,6 +187,7 @@ class Rollout:
         start_method: str = "spawn",
         timeout: float = 120.0,
         start_timeout: float = 600.0,
+        end_on_success: bool = False,
     ) -> None:
         if num_workers < 0:
             raise MtrlError(f"num_workers must be >= 0, got {num_workers}")
@@ -209,7 +213,7 @@ class Rollout:
         if self.num_workers == 0:
             self.shards = [(0, self.num_tasks)]
             with self._guard():
-                self._shards.append(Shard(factories, 0, seeds, self._arrays))
+                self._shards.append(Shard(factories, 0, seeds, self._arrays, end_on_success))
             return
         costs = estimated_costs(self.task_names) if task_costs is None else list(task_costs)
         if len(costs) != self.num_tasks:
@@ -221,7 +225,7 @@ class Rollout:
                 parent_conn, child_conn = ctx.Pipe(duplex=True)
                 process = ctx.Process(
                     target=protocol.worker_main,
-                    args=(child_conn, factories[a:b], a, seeds[a:b], self._arrays),
+                    args=(child_conn, factories[a:b], a, seeds[a:b], self._arrays, end_on_success),
                     name=f"mtrl-rollout-{k}",
                     daemon=True,
                 )
@@ -297,15 +301,20 @@ class Rollout:
                 results.update(zip(tasks, value, strict=True))
         return [results[i] for i in order]
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        """Step every env with its row of ``actions`` ``[T, act_dim]``; autoreset in place."""
-        self.step_async(actions)
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> StepResult:
+        """Step every env with its row of ``actions`` ``[T, act_dim]``; autoreset in place.
+
+        :param active: ``[T]`` bool, the envs to step (default: all). The others are left as
+            they are and cost nothing: their rows of the result repeat their current
+            observation, with reward 0 and no flags set.
+        """
+        self.step_async(actions, active)
         return self.step_wait()
 
-    def step_async(self, actions: np.ndarray) -> None:
-        """Start a step: the workers step their envs while the caller does other work (such as a
-        gradient update); ``step_wait`` finishes it. Envs in the training process (no workers)
-        step in ``step_wait``."""
+    def step_async(self, actions: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Start a step (``active`` as for ``step``): the workers step their envs while the
+        caller does other work (such as a gradient update); ``step_wait`` finishes it. Envs in
+        the training process (no workers) step in ``step_wait``."""
         if not self._was_reset and not self.closed:
             raise RolloutError("call reset() before step()")
         if self._stepping:
@@ -315,9 +324,12 @@ class Rollout:
             raise ValueError(
                 f"actions must have shape {(self.num_tasks, self.act_dim)}, got {actions.shape}"
             )
+        if active is not None and np.shape(active) != (self.num_tasks,):
+            raise ValueError(f"active must have shape ({self.num_tasks},), got {np.shape(active)}")
         if self.closed:
             raise RolloutError("the rollout is closed")
         self._arrays.actions[...] = actions
+        self._arrays.active[...] = True if active is None else active
         with self._guard():
             self._send(protocol.STEP)
         self._stepping = True
@@ -394,6 +406,10 @@ class Rollout:
         a = self._arrays
         with np.errstate(invalid="ignore", divide="ignore"):
             return a.step_time / a.step_count
+
+    def step_counts(self) -> np.ndarray:
+        """``env.step`` calls of each task's env so far (``[T]``; inactive steps not counted)."""
+        return self._arrays.step_count.copy()
 
     @property
     def closed(self) -> bool:

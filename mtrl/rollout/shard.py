@@ -37,6 +37,8 @@ class Shard:
     :param start: index of the first task of the shard on the task axis.
     :param seeds: seed of each env's first reset.
     :param arrays: the shared arrays (all T tasks; the shard touches only its rows).
+    :param end_on_success: end an episode at the first step whose ``info["success"]`` is set,
+        reported as ``terminated`` (Meta-World's evaluation protocol; never for training).
     :raises EnvFault: if building an env raises.
     """
 
@@ -46,8 +48,10 @@ class Shard:
         start: int,
         seeds: Sequence[int],
         arrays: SharedArrays,
+        end_on_success: bool = False,
     ) -> None:
         self.start = start
+        self.end_on_success = end_on_success
         self.stop = start + len(factories)
         self.arrays = arrays
         self._seeds: list[int | None] = list(seeds)
@@ -93,10 +97,13 @@ class Shard:
         self._clear_episodes()
 
     def step(self) -> None:
-        """Step every env with its row of ``actions``; reset finished envs in the same step."""
+        """Step every env whose ``active`` flag is set with its row of ``actions``; reset
+        finished envs in the same step. An inactive env is left as it is: its ``next_obs`` is
+        its current observation, its reward 0 and its flags false."""
         a = self.arrays
         rows = slice(self.start, self.stop)
         actions = a.actions[rows].copy()  # envs must not hold views the parent overwrites
+        active = a.active[rows].copy()
         n = len(self.envs)
         rewards = np.empty(n, dtype=np.float32)
         terms = [False] * n
@@ -107,6 +114,10 @@ class Shard:
         busy = a.busy
         for j, env in enumerate(self.envs):
             i = self.start + j
+            if not active[j]:
+                rewards[j], times[j] = 0.0, 0.0
+                a.next_obs[i] = a.obs[i]
+                continue
             busy[i] = STEP
             start = perf_counter()
             try:
@@ -117,7 +128,8 @@ class Shard:
             busy[i] = 0
             rewards[j] = reward
             success = bool(info.get("success", False))
-            terms[j], truncs[j], succs[j] = bool(term), bool(trunc), success
+            term = bool(term) or (self.end_on_success and success)
+            terms[j], truncs[j], succs[j] = term, bool(trunc), success
             returns[j] += float(rewards[j])
             lengths[j] += 1
             successes[j] = successes[j] or success
@@ -139,7 +151,7 @@ class Shard:
         a.truncated[rows] = truncs
         a.success[rows] = succs
         a.step_time[rows] += times
-        a.step_count[rows] += 1
+        a.step_count[rows] += active
 
     def get_state(self) -> list[dict[str, Any] | None]:
         """Each env's state with its running episode statistics, for a checkpoint.

@@ -67,6 +67,7 @@ def worker_main(
     start: int,
     seeds: Sequence[int],
     arrays: SharedArrays,
+    end_on_success: bool = False,
 ) -> None:
     """Build the shard's envs, then serve commands until ``QUIT`` or the parent goes away."""
     for s in IGNORED_SIGNALS:  # inherited from birth already (see Rollout); made sure of here
@@ -74,7 +75,7 @@ def worker_main(
     shard: Shard | None = None
     try:
         try:
-            shard = Shard(factories, start, seeds, arrays)
+            shard = Shard(factories, start, seeds, arrays, end_on_success)
         except EnvFault as fault:
             conn.send_bytes(encode_fault(fault))
             return
