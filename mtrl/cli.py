@@ -166,7 +166,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
     episodes = args.episodes if args.episodes is not None else cfg.eval.episodes
     envs = args.envs_per_task or cfg.eval.envs_per_task
-    result = evaluate(policy, suite, episodes, args.seed, args.num_workers, cfg.step_timeout, envs)
+    result = evaluate(
+        policy,
+        suite,
+        episodes,
+        args.seed,
+        args.num_workers,
+        cfg.step_timeout,
+        envs,
+        cfg.eval.end_on_success,
+    )
     summary = {
         "success": dict(zip(result.task_names, result.success.tolist(), strict=True)),
         "return": dict(zip(result.task_names, result.returns.tolist(), strict=True)),

@@ -2,6 +2,11 @@
 
 N episodes per task on env instances separate from training; an episode succeeds if the
 success flag was set at any of its steps; success and return are reported per task and averaged.
+As in Meta-World's own ``metaworld.evaluation``, an episode ends at its first success
+(``eval.end_on_success``): the steps after it cannot change its success, and a policy that
+solves its tasks then costs a fraction of the protocol's env steps. Its return is then the
+return up to the success. Envs that have run their share of the episodes wait for the others
+without being stepped.
 
 A run evaluates many times (MT10's protocol: 100 times), so its evaluation envs are kept from
 one evaluation to the next (``Evaluator``) and reseeded for each as fresh envs would be:
@@ -35,6 +40,9 @@ class EvalResult:
     success: np.ndarray
     returns: np.ndarray
     episodes: int
+    env_steps: int | None = None
+    """Env steps the evaluation took, all tasks together (None where not known, e.g. read back
+    from a metrics file)."""
 
     @property
     def success_mean(self) -> float:
@@ -108,6 +116,8 @@ class Evaluator:
         task t is seeded as env ``t * k + c`` of ``Rollout(seed)``; 1 is one env per task
         running its episodes one after another.
     :param keep: keep the envs from one call to the next (False: close them after each).
+    :param end_on_success: end each episode at its first success (the success rates are the
+        same; the returns are up to the success); False runs every episode to its time limit.
     """
 
     def __init__(
@@ -118,8 +128,10 @@ class Evaluator:
         timeout: float = 120.0,
         envs_per_task: int = 1,
         keep: bool = True,
+        end_on_success: bool = True,
     ) -> None:
         self.suite, self.episodes, self.keep = suite, episodes, keep
+        self.end_on_success = end_on_success
         self.num_workers, self.timeout = num_workers, timeout
         self.copies = max(1, min(envs_per_task, episodes))
         self._envs = Replicas(suite, self.copies) if self.copies > 1 else suite
@@ -132,7 +144,7 @@ class Evaluator:
         With k envs per task, each task's episodes are split over its k envs stepped together
         (one policy call per step for all T x k envs, spread over the workers); each env counts
         its first ``episode_quotas`` episodes, so short (e.g. successful) episodes are not
-        favoured.
+        favoured, and is not stepped once it has run them.
 
         :param policy: maps observations [T, obs] to actions [T, act] (deterministic for the
             protocol).
@@ -146,17 +158,24 @@ class Evaluator:
         try:
             if self._rollout is None:
                 self._rollout = Rollout(
-                    self._envs, num_workers=self.num_workers, seed=seed, timeout=self.timeout
+                    self._envs,
+                    num_workers=self.num_workers,
+                    seed=seed,
+                    timeout=self.timeout,
+                    end_on_success=self.end_on_success,
                 )
             rollout = self._rollout
             obs = rollout.reset(seed=seed)
-            while any(len(s) < q for s, q in zip(success, quota, strict=True)):
-                result = rollout.step(policy(obs))
+            steps_before = int(rollout.step_counts().sum())
+            active = np.array([q > 0 for q in quota])
+            while active.any():
+                result = rollout.step(policy(obs), active)
                 obs = result.obs
                 for ep in result.episodes:
-                    if len(success[ep.task]) < quota[ep.task]:
-                        success[ep.task].append(float(ep.success))
-                        returns[ep.task].append(ep.episode_return)
+                    success[ep.task].append(float(ep.success))
+                    returns[ep.task].append(ep.episode_return)
+                    active[ep.task] = len(success[ep.task]) < quota[ep.task]
+            env_steps = int(rollout.step_counts().sum()) - steps_before
         except NonFiniteEnvError as exc:
             self.close()
             raise exc.at(exc.step, "evaluation ") from None
@@ -172,7 +191,11 @@ class Evaluator:
             return per_env.sum(axis=1) / self.episodes
 
         return EvalResult(
-            list(suite.task_names), task_means(success), task_means(returns), self.episodes
+            list(suite.task_names),
+            task_means(success),
+            task_means(returns),
+            self.episodes,
+            env_steps,
         )
 
     def close(self) -> None:
@@ -193,7 +216,13 @@ def run_evaluator(suite: TaskSuite, cfg: TrainConfig) -> Evaluator:
     starts before the first call."""
     e = cfg.eval
     return Evaluator(
-        suite, e.episodes, e.num_workers, cfg.step_timeout, e.envs_per_task, e.keep_envs
+        suite,
+        e.episodes,
+        e.num_workers,
+        cfg.step_timeout,
+        e.envs_per_task,
+        e.keep_envs,
+        e.end_on_success,
     )
 
 
@@ -205,10 +234,14 @@ def evaluate(
     num_workers: int = 0,
     timeout: float = 120.0,
     envs_per_task: int = 1,
+    end_on_success: bool = True,
 ) -> EvalResult:
     """Run ``policy`` until every task has finished ``episodes`` episodes, on new envs that are
     closed afterwards (one ``Evaluator`` call; see it for the parameters).
 
     :param seed: env seed of this evaluation (see ``eval_seed``).
     """
-    return Evaluator(suite, episodes, num_workers, timeout, envs_per_task, keep=False)(policy, seed)
+    evaluator = Evaluator(
+        suite, episodes, num_workers, timeout, envs_per_task, False, end_on_success
+    )
+    return evaluator(policy, seed)

@@ -6,6 +6,7 @@ import pytest
 
 from mtrl.cli import main
 from mtrl.envs import load_suite
+from mtrl.envs.experts import MetaWorldExperts
 from mtrl.evaluation import Evaluator, episode_quotas, evaluate
 from mtrl.logging import read_metrics
 
@@ -39,6 +40,41 @@ def test_several_envs_per_task_take_one_policy_call_per_step(copies):
     assert result.episodes == 6
     # cheap4 episodes run to the time limit under this policy: 6 / copies episodes per env
     assert policy.calls == 20 * 6 // copies
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_envs_that_ran_their_share_of_episodes_are_not_stepped(workers):
+    """10 episodes on 3 envs per task: 4, 3 and 3 each, so 10 episodes' steps per task and
+    not 12 (every env stepping until the last has run its 4)."""
+    suite = load_suite("cheap4", {"max_episode_steps": 20}, seed=0)
+    policy = CountingPolicy(suite.num_tasks, 3, suite.act_dim)
+    kwargs = {"num_workers": workers, "envs_per_task": 3, "end_on_success": False}
+    with Evaluator(suite, 10, **kwargs) as evaluator:
+        evaluator(policy, 2)
+        steps = evaluator._rollout.step_counts().reshape(suite.num_tasks, 3)
+        assert evaluator(policy, 3).env_steps == 10 * 20 * suite.num_tasks  # on the kept envs
+    assert policy.calls == 2 * 4 * 20
+    np.testing.assert_array_equal(steps, [[80, 60, 60]] * suite.num_tasks)
+
+
+def test_ending_on_success_keeps_the_success_rates_and_saves_env_steps():
+    """Meta-World's reach with its scripted policy, 50-step episodes: some succeed in time, some
+    do not; ending each at its first success gives the same success rate in fewer env steps,
+    with returns up to the success."""
+    suite = load_suite("mt1-reach", {"max_episode_steps": 50}, seed=0)
+    experts = MetaWorldExperts(suite)
+    results, steps = {}, {}
+    for end in (False, True):
+        with Evaluator(suite, 8, envs_per_task=2, end_on_success=end) as evaluator:
+            results[end] = evaluator(experts, 4)
+            steps[end] = results[end].env_steps
+            assert steps[end] == evaluator._rollout.step_counts().sum()
+    assert 0 < results[False].success[0] < 1
+    np.testing.assert_array_equal(results[True].success, results[False].success)
+    assert steps[False] == 8 * 50
+    assert steps[True] < steps[False]
+    assert results[True].returns[0] < results[False].returns[0]
+    assert results[True].episodes == results[False].episodes == 8
 
 
 def test_batched_evaluation_does_not_depend_on_workers():

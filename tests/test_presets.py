@@ -13,6 +13,7 @@ METAWORLD_PLUS = {
     "buffer_size": 100_000,
     "eval.every": 20_000,
     "eval.episodes": 50,
+    "eval.end_on_success": True,  # metaworld.evaluation switches terminate-on-success on
     "agent.hidden": [400, 400, 400],
     "agent.critics": 2,
     "agent.batch_size": 128,
