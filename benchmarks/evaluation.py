@@ -10,6 +10,15 @@ evaluation: more than the 20,000 training steps between evaluations, so its spee
     python benchmarks/evaluation.py --episodes 50 --envs-per-task 10 --workers 16
     python benchmarks/evaluation.py --kept 3          # also: 3 evaluations in a row, fresh
                                                       # envs each time vs envs kept (a run's way)
+    python benchmarks/evaluation.py --ending 2 --policy experts
+        # also: episodes to their time limit vs ended at the first success (eval.end_on_success),
+        # 2 evaluations each on kept envs, with Meta-World's scripted policies (which succeed)
+
+``--policy``: ``fresh`` (default) never succeeds, so its episodes run to their limit either
+way; ``experts`` are Meta-World's scripted policies, which solve every MT10 task in about
+40-110 steps (the cost of evaluating a policy that has learnt everything); ``half`` uses them on
+the first half of the tasks and the fresh policy on the rest. Env steps/s counts the steps the
+envs took.
 """
 
 from __future__ import annotations
@@ -34,6 +43,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="rollout worker processes")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--policy", choices=["fresh", "experts", "half"], default="fresh")
+    parser.add_argument(
+        "--ending",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N evaluations at k on kept envs with episodes run to their limit and N "
+        "with episodes ended at the first success, taking turns (after one start-up call each)",
+    )
     parser.add_argument(
         "--kept",
         type=int,
@@ -49,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     from mtrl.agents import MTSAC
     from mtrl.config import resolve_config
     from mtrl.envs import load_suite
+    from mtrl.envs.experts import MetaWorldExperts
     from mtrl.evaluation import Evaluator, evaluate
 
     cfg = resolve_config("mt10-mtsac", [f"suite={args.suite}"])
@@ -58,42 +77,88 @@ def main(argv: list[str] | None = None) -> None:
         suite.obs_dim, suite.act_dim, suite.num_tasks, cfg.agent, cfg.surgery, args.device
     )
 
-    def policy(obs):
+    def fresh(obs):
         return agent.act(obs, deterministic=True)
 
+    experts = MetaWorldExperts(suite) if args.policy != "fresh" else None
+    expert_tasks = suite.num_tasks if args.policy == "experts" else suite.num_tasks // 2
+
+    def policy(obs):
+        if experts is None:
+            return fresh(obs)
+        actions = fresh(obs)
+        rows = obs[:, -suite.num_tasks :].argmax(axis=1) < expert_tasks
+        actions[rows] = experts(obs[rows])
+        return actions
+
     print(machine_line(), f"| device {args.device}, {args.workers} rollout workers")
+    print(f"policy: {args.policy}")
     ks = [1, args.envs_per_task]
     times: dict[int, list[float]] = {k: [] for k in ks}
+    steps: dict[int, list[int]] = {k: [] for k in ks}
     for _ in range(args.repeats):
         for k in ks:
             start = time.perf_counter()
-            evaluate(policy, suite, args.episodes, 0, args.workers, envs_per_task=k)
+            result = evaluate(policy, suite, args.episodes, 0, args.workers, envs_per_task=k)
             times[k].append(time.perf_counter() - start)
-    steps = args.episodes * suite.max_episode_steps * suite.num_tasks
+            steps[k].append(result.env_steps)
     print(
-        f"\n{args.suite}: {args.episodes} episodes per task of {suite.max_episode_steps} steps "
-        f"({steps:,} env steps), median of {args.repeats}; {load_line()}"
+        f"\n{args.suite}: {args.episodes} episodes per task of up to {suite.max_episode_steps} "
+        f"steps, ended at the first success, median of {args.repeats}; {load_line()}"
     )
-    print(f"{'envs/task':>9s} {'seconds':>8s} {'env steps/s':>12s} {'x k=1':>6s}")
+    print(
+        f"{'envs/task':>9s} {'seconds':>8s} {'env steps':>10s} {'env steps/s':>12s} {'x k=1':>6s}"
+    )
     base = statistics.median(times[1])
     for k in ks:
-        t = statistics.median(times[k])
-        print(f"{k:9d} {t:8.1f} {steps / t:12.0f} {base / t:6.2f}")
+        t, n = statistics.median(times[k]), statistics.median(steps[k])
+        print(f"{k:9d} {t:8.1f} {n:10,.0f} {n / t:12.0f} {base / t:6.2f}")
+    if args.ending:
+        k, n = args.envs_per_task, args.ending
+        evaluators = {
+            end: Evaluator(suite, args.episodes, args.workers, envs_per_task=k, end_on_success=end)
+            for end in (False, True)
+        }
+        runs: dict[bool, list] = {False: [], True: []}
+        try:
+            for evaluator in evaluators.values():
+                evaluator(policy, 0)  # start-up: workers and envs
+            for i in range(n):
+                for end, evaluator in evaluators.items():
+                    start = time.perf_counter()
+                    result = evaluator(policy, 1 + i)
+                    runs[end].append((time.perf_counter() - start, result))
+        finally:
+            for evaluator in evaluators.values():
+                evaluator.close()
+        print(f"\n{n} evaluations each at k = {k} on kept envs, taking turns; {load_line()}")
+        header = f"{'episodes end':>14s} {'s/evaluation':>12s} {'env steps':>10s}"
+        print(f"{header} {'env steps/s':>12s} {'success':>8s} {'x limit':>8s}")
+        limit = statistics.median(t for t, _ in runs[False])
+        for end, label in ((False, "at the limit"), (True, "at success")):
+            t = statistics.median(t for t, _ in runs[end])
+            n_steps = statistics.median(r.env_steps for _, r in runs[end])
+            success = statistics.mean(r.success_mean for _, r in runs[end])
+            print(
+                f"{label:>14s} {t:12.1f} {n_steps:10,.0f} {n_steps / t:12.0f} {success:8.3f} "
+                f"{limit / t:8.2f}"
+            )
     if args.kept:
         k, n = args.envs_per_task, args.kept
-        start = time.perf_counter()
+        start, new_steps = time.perf_counter(), 0
         for i in range(n):
-            evaluate(policy, suite, args.episodes, i, args.workers, envs_per_task=k)
-        fresh = (time.perf_counter() - start) / n
-        start = time.perf_counter()
+            result = evaluate(policy, suite, args.episodes, i, args.workers, envs_per_task=k)
+            new_steps += result.env_steps
+        new = (time.perf_counter() - start) / n
+        start, kept_steps = time.perf_counter(), 0
         with Evaluator(suite, args.episodes, args.workers, envs_per_task=k) as evaluator:
             for i in range(n):
-                evaluator(policy, i)
+                kept_steps += evaluator(policy, i).env_steps
         kept = (time.perf_counter() - start) / n
         print(f"\n{n} evaluations in a row at k = {k}; {load_line()}")
         print(f"{'envs':>5s} {'s/evaluation':>12s} {'env steps/s':>12s} {'x new':>6s}")
-        for label, t in (("new", fresh), ("kept", kept)):
-            print(f"{label:>5s} {t:12.1f} {steps / t:12.0f} {fresh / t:6.2f}")
+        for label, t, total in (("new", new, new_steps), ("kept", kept, kept_steps)):
+            print(f"{label:>5s} {t:12.1f} {total / n / t:12.0f} {new / t:6.2f}")
 
 
 if __name__ == "__main__":
