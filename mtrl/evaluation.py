@@ -68,8 +68,12 @@ def eval_seed(seed: int, index: int) -> int:
 
 @dataclass(frozen=True)
 class Replicas:
-    """``copies`` envs of every task of ``suite`` as one suite for a Rollout, task-major: env j
-    runs task ``j // copies`` (its observations carry that task's one-hot id)."""
+    """``copies`` envs of every task of ``suite`` as one suite for a Rollout, copy-major: env j
+    runs task ``j % T`` (its observations carry that task's one-hot id) as copy ``j // T``.
+
+    Copy-major, every worker's contiguous shard holds copies of every task, so the load stays
+    balanced while tasks finish their episodes at different times (task-major, a worker whose
+    tasks all succeed early would wait idle for the others)."""
 
     suite: TaskSuite
     copies: int
@@ -80,7 +84,7 @@ class Replicas:
 
     @property
     def task_names(self) -> list[str]:
-        return [name for name in self.suite.task_names for _ in range(self.copies)]
+        return list(self.suite.task_names) * self.copies
 
     @property
     def obs_dim(self) -> int:
@@ -91,7 +95,7 @@ class Replicas:
         return self.suite.act_dim
 
     def env_factory(self, env: int) -> Callable[[], gym.Env]:
-        return self.suite.env_factory(env // self.copies)
+        return self.suite.env_factory(env % self.suite.num_tasks)
 
 
 def episode_quotas(episodes: int, copies: int) -> list[int]:
@@ -113,7 +117,7 @@ class Evaluator:
     :param num_workers: rollout worker processes for the evaluation envs.
     :param timeout: seconds the envs may take to answer one step or reset (``step_timeout``).
     :param envs_per_task: envs per task stepped together (at most ``episodes``); env c of
-        task t is seeded as env ``t * k + c`` of ``Rollout(seed)``; 1 is one env per task
+        task t is seeded as env ``c * T + t`` of ``Rollout(seed)``; 1 is one env per task
         running its episodes one after another.
     :param keep: keep the envs from one call to the next (False: close them after each).
     :param end_on_success: end each episode at its first success (the success rates are the
@@ -152,7 +156,7 @@ class Evaluator:
             evaluation).
         """
         suite, copies = self.suite, self.copies
-        quota = episode_quotas(self.episodes, copies) * suite.num_tasks
+        quota = [q for q in episode_quotas(self.episodes, copies) for _ in range(suite.num_tasks)]
         success: list[list[float]] = [[] for _ in quota]
         returns: list[list[float]] = [[] for _ in quota]
         try:
@@ -187,8 +191,8 @@ class Evaluator:
 
         def task_means(values: list[list[float]]) -> np.ndarray:
             # every env of a task ran its quota, so the task's mean is over all its episodes
-            per_env = np.array([np.sum(v) for v in values]).reshape(suite.num_tasks, copies)
-            return per_env.sum(axis=1) / self.episodes
+            per_env = np.array([np.sum(v) for v in values]).reshape(copies, suite.num_tasks)
+            return per_env.sum(axis=0) / self.episodes
 
         return EvalResult(
             list(suite.task_names),

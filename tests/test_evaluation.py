@@ -1,5 +1,5 @@
 """Evaluation with several envs per task: every task's episodes split evenly, one policy call
-per step for all envs, rows task-major, independent of the worker count."""
+per step for all envs, rows copy-major, independent of the worker count."""
 
 import numpy as np
 import pytest
@@ -9,12 +9,23 @@ from mtrl.envs import load_suite
 from mtrl.envs.experts import MetaWorldExperts
 from mtrl.evaluation import Evaluator, episode_quotas, evaluate
 from mtrl.logging import read_metrics
+from mtrl.rollout import task_seed
 
 
 def test_episode_quotas_split_evenly():
     assert episode_quotas(10, 3) == [4, 3, 3]
     assert episode_quotas(50, 10) == [5] * 10
     assert episode_quotas(2, 1) == [2]
+
+
+class ObsPolicy:
+    """A fixed policy of the observations (deterministic, so equal envs give equal episodes)."""
+
+    def __init__(self, obs_dim: int, act_dim: int) -> None:
+        self.weights = np.random.default_rng(3).normal(size=(obs_dim, act_dim)) / obs_dim
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.tanh(obs @ self.weights).astype(np.float32)
 
 
 class CountingPolicy:
@@ -27,7 +38,7 @@ class CountingPolicy:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         self.calls += 1
         rows_task = obs[:, -self.tasks :].argmax(axis=1)
-        assert (rows_task == np.repeat(np.arange(self.tasks), self.copies)).all()
+        assert (rows_task == np.tile(np.arange(self.tasks), self.copies)).all()
         return np.tanh(obs[:, :1] * self.weights).astype(np.float32)
 
 
@@ -51,10 +62,10 @@ def test_envs_that_ran_their_share_of_episodes_are_not_stepped(workers):
     kwargs = {"num_workers": workers, "envs_per_task": 3, "end_on_success": False}
     with Evaluator(suite, 10, **kwargs) as evaluator:
         evaluator(policy, 2)
-        steps = evaluator._rollout.step_counts().reshape(suite.num_tasks, 3)
+        steps = evaluator._rollout.step_counts().reshape(3, suite.num_tasks)
         assert evaluator(policy, 3).env_steps == 10 * 20 * suite.num_tasks  # on the kept envs
     assert policy.calls == 2 * 4 * 20
-    np.testing.assert_array_equal(steps, [[80, 60, 60]] * suite.num_tasks)
+    np.testing.assert_array_equal(steps, [[80] * 4, [60] * 4, [60] * 4])
 
 
 def test_ending_on_success_keeps_the_success_rates_and_saves_env_steps():
@@ -77,6 +88,49 @@ def test_ending_on_success_keeps_the_success_rates_and_saves_env_steps():
     assert results[True].episodes == results[False].episodes == 8
 
 
+class HalfSeeker(ObsPolicy):
+    """Heads for the goal on cheap4's first two tasks (goals at 0 and 90 degrees, the second
+    with inverted actions), as ``ObsPolicy`` on the others."""
+
+    def __init__(self, suite) -> None:
+        super().__init__(suite.obs_dim, suite.act_dim)
+        self.tasks = suite.num_tasks
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        actions = super().__call__(obs)
+        task = obs[:, -self.tasks :].argmax(axis=1)
+        goals, signs = 0.7 * np.eye(2), np.array([[1.0], [-1.0]])
+        seek = task < 2
+        toward = goals[task[seek]] - obs[seek, :2]
+        actions[seek] = np.clip(10 * signs[task[seek]] * toward, -1, 1)
+        return actions
+
+
+def test_each_copy_runs_its_share_as_a_lone_env_seeded_by_its_row_would():
+    """Envs per task, copy-major (row c * T + t is copy c of task t, seeded as row c * T + t of
+    a Rollout), each running its quota of episodes, ending at a success: replayed env by env."""
+    suite = load_suite("cheap4", {"max_episode_steps": 12}, seed=0)
+    policy, T, copies, episodes, seed = HalfSeeker(suite), 4, 2, 3, 9
+    result = evaluate(policy, suite, episodes, seed, envs_per_task=copies)
+    success, returns = np.zeros(T), np.zeros(T)
+    for c, quota in enumerate(episode_quotas(episodes, copies)):
+        for t in range(T):
+            env = suite.make_env(t)
+            obs, _ = env.reset(seed=task_seed(seed, c * T + t))
+            for _ in range(quota):
+                done = solved = False
+                while not done:
+                    obs, reward, term, trunc, info = env.step(policy(obs[None])[0])
+                    returns[t] += float(np.float32(reward))
+                    solved = solved or info["success"]
+                    done = term or trunc or info["success"]
+                success[t] += solved
+                obs, _ = env.reset()
+    np.testing.assert_allclose(result.returns, returns / episodes, rtol=1e-12)
+    np.testing.assert_array_equal(result.success, success / episodes)
+    np.testing.assert_array_equal(result.success, [1, 1, 0, 0])  # some end early
+
+
 def test_batched_evaluation_does_not_depend_on_workers():
     suite = load_suite("cheap4", {"max_episode_steps": 20}, seed=0)
     results = [
@@ -90,16 +144,6 @@ def test_batched_evaluation_does_not_depend_on_workers():
     # the copies are seeded apart: the tasks' returns are averages of different episodes
     single = evaluate(CountingPolicy(4, 1, suite.act_dim), suite, 5, seed=1)
     assert not np.array_equal(single.returns, results[0].returns)
-
-
-class ObsPolicy:
-    """A fixed policy of the observations (deterministic, so equal envs give equal episodes)."""
-
-    def __init__(self, obs_dim: int, act_dim: int) -> None:
-        self.weights = np.random.default_rng(3).normal(size=(obs_dim, act_dim)) / obs_dim
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return np.tanh(obs @ self.weights).astype(np.float32)
 
 
 @pytest.mark.parametrize(
