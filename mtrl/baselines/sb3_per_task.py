@@ -192,13 +192,17 @@ def model_file(task: int, name: str) -> str:
 
 
 def dispatch_policy(models: Sequence[SAC]) -> Policy:
-    """Observations [T * k, obs] (k envs per task, task-major) -> actions [T * k, act]: task i's
-    rows by model i, deterministically."""
+    """Observations [N, obs] -> actions [N, act]: the rows of task i (by their one-hot id, the
+    last T values) by model i, deterministically; rows in any order and number per task."""
+    num_tasks = len(models)
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        rows = np.split(obs, len(models))
-        actions = [m.predict(o, deterministic=True)[0] for m, o in zip(models, rows, strict=True)]
-        return np.concatenate(actions).astype(np.float32)
+        tasks = obs[:, -num_tasks:].argmax(axis=1)
+        actions = np.empty((len(obs), *models[0].action_space.shape), dtype=np.float32)
+        for i in np.unique(tasks):
+            rows = tasks == i
+            actions[rows] = models[i].predict(obs[rows], deterministic=True)[0]
+        return actions
 
     return policy
 

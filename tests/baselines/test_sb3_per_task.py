@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -103,6 +104,26 @@ def test_saved_models_reproduce_the_last_evaluation(runs, capsys):
     assert again.return_mean == pytest.approx(evals[-1]["eval/return_mean"], rel=1e-5)
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert "(1 deterministic episodes per task, 150 steps)" in capsys.readouterr().out
+
+
+def test_saved_models_act_on_rows_by_their_task_id(runs):
+    """Evaluation rows come copy-major (and only the envs still running): each row goes to its
+    own task's model whatever the order and number of rows."""
+    run = runs["sb3"]
+    cfg = read_run_config(run)
+    policy, _ = load_policy(run, cfg, make_device("cpu"))
+    suite = load_suite(cfg.suite, cfg.suite_overrides, seed=cfg.seed)
+    obs = np.stack(
+        [suite.make_env(t).reset(seed=c)[0] for c in range(2) for t in range(suite.num_tasks)]
+    )
+    actions = policy(obs)
+    for i in range(len(obs)):
+        np.testing.assert_allclose(policy(obs[i : i + 1])[0], actions[i], rtol=1e-6)
+    order = np.random.default_rng(0).permutation(len(obs))[:5]
+    np.testing.assert_allclose(policy(obs[order]), actions[order], rtol=1e-6)
+    swapped = obs.copy()
+    swapped[:, -suite.num_tasks :] = np.roll(swapped[:, -suite.num_tasks :], 1, axis=0)
+    assert not np.allclose(policy(swapped), actions)  # the one-hot picks the model
 
 
 def test_one_sac_per_task_solves_cheap4(tmp_path):
