@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from mtrl.config import TrainConfig
 
 Policy = Callable[[np.ndarray], np.ndarray]
+"""Observations [N, obs] -> actions [N, act]; a row's task is its one-hot id (the last T
+values), and an evaluation passes only the rows of the envs still running."""
 
 
 @dataclass
@@ -150,7 +152,8 @@ class Evaluator:
         its first ``episode_quotas`` episodes, so short (e.g. successful) episodes are not
         favoured, and is not stepped once it has run them.
 
-        :param policy: maps observations [T, obs] to actions [T, act] (deterministic for the
+        :param policy: maps the observations of the envs still running [N, obs] to actions
+            [N, act], each row's task being its one-hot id (deterministic for the
             protocol).
         :raises RolloutError: if an env raises, hangs or returns NaN or inf (named as in
             evaluation).
@@ -173,7 +176,9 @@ class Evaluator:
             steps_before = int(rollout.step_counts().sum())
             active = np.array([q > 0 for q in quota])
             while active.any():
-                result = rollout.step(policy(obs), active)
+                actions = np.zeros((len(obs), suite.act_dim), dtype=np.float32)
+                actions[active] = policy(obs[active])
+                result = rollout.step(actions, active)
                 obs = result.obs
                 for ep in result.episodes:
                     success[ep.task].append(float(ep.success))

@@ -29,16 +29,19 @@ class ObsPolicy:
 
 
 class CountingPolicy:
-    """A fixed linear policy that checks each row's one-hot id and counts its calls."""
+    """A fixed linear policy that counts its calls and the rows of each, and checks that a call
+    with every env's row has them copy-major (row c * T + t: copy c of task t)."""
 
     def __init__(self, tasks: int, copies: int, act_dim: int) -> None:
-        self.tasks, self.copies, self.calls = tasks, copies, 0
+        self.tasks, self.copies, self.calls, self.rows = tasks, copies, 0, []
         self.weights = np.random.default_rng(0).normal(size=(act_dim,))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         self.calls += 1
-        rows_task = obs[:, -self.tasks :].argmax(axis=1)
-        assert (rows_task == np.tile(np.arange(self.tasks), self.copies)).all()
+        self.rows.append(len(obs))
+        if len(obs) == self.tasks * self.copies:
+            rows_task = obs[:, -self.tasks :].argmax(axis=1)
+            assert (rows_task == np.tile(np.arange(self.tasks), self.copies)).all()
         return np.tanh(obs[:, :1] * self.weights).astype(np.float32)
 
 
@@ -56,7 +59,8 @@ def test_several_envs_per_task_take_one_policy_call_per_step(copies):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_envs_that_ran_their_share_of_episodes_are_not_stepped(workers):
     """10 episodes on 3 envs per task: 4, 3 and 3 each, so 10 episodes' steps per task and
-    not 12 (every env stepping until the last has run its 4)."""
+    not 12 (every env stepping until the last has run its 4); the policy sees only the rows of
+    the envs still running."""
     suite = load_suite("cheap4", {"max_episode_steps": 20}, seed=0)
     policy = CountingPolicy(suite.num_tasks, 3, suite.act_dim)
     kwargs = {"num_workers": workers, "envs_per_task": 3, "end_on_success": False}
@@ -65,6 +69,7 @@ def test_envs_that_ran_their_share_of_episodes_are_not_stepped(workers):
         steps = evaluator._rollout.step_counts().reshape(3, suite.num_tasks)
         assert evaluator(policy, 3).env_steps == 10 * 20 * suite.num_tasks  # on the kept envs
     assert policy.calls == 2 * 4 * 20
+    assert policy.rows == 2 * ([12] * 60 + [4] * 20)
     np.testing.assert_array_equal(steps, [[80] * 4, [60] * 4, [60] * 4])
 
 
