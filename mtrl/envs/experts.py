@@ -29,7 +29,7 @@ class MetaWorldExperts:
     def __init__(self, suite: TaskSuite) -> None:
         from metaworld.policies import ENV_POLICY_MAP
 
-        self.num_tasks = suite.num_tasks
+        self.num_tasks, self.act_dim = suite.num_tasks, suite.act_dim
         self._policies: list[Any] = []
         for name, spec in zip(suite.task_names, suite.specs, strict=True):
             env_name = (
@@ -47,4 +47,5 @@ class MetaWorldExperts:
                 self._policies[t].get_action(row[:OBS_SIZE])
                 for t, row in zip(tasks, obs, strict=True)
             ]
-        return np.clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0)
+        actions = np.asarray(actions, dtype=np.float32).reshape(len(obs), self.act_dim)
+        return np.clip(actions, -1.0, 1.0)

@@ -21,6 +21,7 @@ def test_rows_are_read_by_their_one_hot_id():
     obs = np.stack([suite.make_env(t).reset(seed=t)[0] for t in range(suite.num_tasks)])
     order = np.random.default_rng(0).permutation(suite.num_tasks)
     np.testing.assert_array_equal(experts(obs[order]), experts(obs)[order])
+    assert experts(obs[:0]).shape == (0, suite.act_dim)  # no env left running
 
 
 def test_tasks_without_a_scripted_policy_are_refused():
