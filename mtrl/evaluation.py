@@ -148,13 +148,12 @@ class Evaluator:
         (see ``eval_seed``).
 
         With k envs per task, each task's episodes are split over its k envs stepped together
-        (one policy call per step for all T x k envs, spread over the workers); each env counts
-        its first ``episode_quotas`` episodes, so short (e.g. successful) episodes are not
-        favoured, and is not stepped once it has run them.
+        (one policy call per step for the running ones of all T x k envs, spread over the
+        workers); each env counts its first ``episode_quotas`` episodes, so short (e.g.
+        successful) episodes are not favoured, and is not stepped once it has run them.
 
         :param policy: maps the observations of the envs still running [N, obs] to actions
-            [N, act], each row's task being its one-hot id (deterministic for the
-            protocol).
+            [N, act], each row's task being its one-hot id (deterministic for the protocol).
         :raises RolloutError: if an env raises, hangs or returns NaN or inf (named as in
             evaluation).
         """
@@ -174,7 +173,7 @@ class Evaluator:
             rollout = self._rollout
             obs = rollout.reset(seed=seed)
             steps_before = int(rollout.step_counts().sum())
-            active = np.array([q > 0 for q in quota])
+            active = np.ones(len(quota), dtype=bool)
             while active.any():
                 actions = np.zeros((len(obs), suite.act_dim), dtype=np.float32)
                 actions[active] = policy(obs[active])
