@@ -55,8 +55,11 @@ class EvalResult:
         return float(self.returns.mean())
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric names: ``eval/success/<task>``, ``eval/success_mean``, ``eval/return/...``."""
+        """Flat metric names: ``eval/success/<task>``, ``eval/success_mean``, ``eval/return/...``
+        and, where known, ``eval/env_steps``."""
         row = {"eval/success_mean": self.success_mean, "eval/return_mean": self.return_mean}
+        if self.env_steps is not None:
+            row["eval/env_steps"] = float(self.env_steps)
         for name, s, r in zip(self.task_names, self.success, self.returns, strict=True):
             row[f"eval/success/{name}"] = float(s)
             row[f"eval/return/{name}"] = float(r)

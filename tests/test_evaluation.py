@@ -209,4 +209,5 @@ def test_a_run_evaluates_the_same_on_kept_and_on_new_envs(tmp_path):
         ]
     evaluated = [row for row in rows["true"] if row]
     assert len(evaluated) == 4 and len({row["eval/return_mean"] for row in evaluated}) > 1
+    assert all(0 < row["eval/env_steps"] <= 4 * 3 * 15 for row in evaluated)
     assert rows["true"] == rows["false"]
