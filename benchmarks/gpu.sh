@@ -11,6 +11,8 @@
 #     STEPS="update throughput" bash benchmarks/gpu.sh
 #     STEPS=solvers bash benchmarks/gpu.sh   # CAGrad's graph with its solver compiled (not a
 #                                            # default step: Triton compiles for a minute or two)
+#     STEPS=ending bash benchmarks/gpu.sh    # the protocol's 50-episode evaluation on kept envs,
+#                                            # episodes to their limit vs ended at success
 #     METHODS="pcgrad cagrad" STEPS=update bash benchmarks/gpu.sh   # fewer methods, less time
 set -u
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no GL on the machine: none needed
@@ -44,6 +46,8 @@ for step in $STEPS; do
         --steps "${TSTEPS:-300}" --paths ${PATHS_:-fast graph} ;;
     evaluation) run 100 python3 benchmarks/evaluation.py --device cuda --workers 16 \
         --episodes 10 --envs-per-task 10 --kept 3 ;;
+    ending) run 300 python3 benchmarks/evaluation.py --device cuda --workers 16 \
+        --episodes 50 --envs-per-task 10 --repeats 0 --ending 1 --policy ${POLICY:-half} ;;
     esac
 done
 echo "=== $(date +%T) done" | tee -a "$LOG"
