@@ -1,5 +1,6 @@
 """Evaluation with several envs per task: every task's episodes split evenly, one policy call
-per step for all envs, rows copy-major, independent of the worker count."""
+per step for the envs still running, rows copy-major, episodes ended at a success, independent
+of the worker count."""
 
 import numpy as np
 import pytest
