@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     from mtrl.config import resolve_config
     from mtrl.envs import load_suite
     from mtrl.envs.experts import MetaWorldExperts
+    from mtrl.envs.wrappers import task_ids
     from mtrl.evaluation import Evaluator, evaluate
 
     cfg = resolve_config("mt10-mtsac", [f"suite={args.suite}"])
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         if experts is None:
             return fresh(obs)
         actions = fresh(obs)
-        rows = obs[:, -suite.num_tasks :].argmax(axis=1) < expert_tasks
+        rows = task_ids(obs, suite.num_tasks) < expert_tasks
         actions[rows] = experts(obs[rows])
         return actions
 

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from mtrl.checkpoint import atomic_write
 from mtrl.config import TrainConfig
 from mtrl.envs import TaskSuite, load_suite
+from mtrl.envs.wrappers import task_ids
 from mtrl.errors import MtrlError, one_line
 from mtrl.evaluation import EvalResult, Policy, eval_seed, run_evaluator
 from mtrl.logging import Logger, Sink
@@ -197,7 +198,7 @@ def dispatch_policy(models: Sequence[SAC]) -> Policy:
     num_tasks = len(models)
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        tasks = obs[:, -num_tasks:].argmax(axis=1)
+        tasks = task_ids(obs, num_tasks)
         actions = np.empty((len(obs), *models[0].action_space.shape), dtype=np.float32)
         for i in np.unique(tasks):
             rows = tasks == i

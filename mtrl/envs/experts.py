@@ -14,14 +14,15 @@ import numpy as np
 
 from mtrl.envs.metaworld_tasks import OBS_SIZE, make_metaworld_env
 from mtrl.envs.suite import TaskSuite
+from mtrl.envs.wrappers import task_ids
 from mtrl.errors import MtrlError
 
 
 class MetaWorldExperts:
     """Actions of each task's scripted Meta-World policy for a batch of suite observations.
 
-    A row's task is read from its one-hot id (the last ``num_tasks`` values), so rows may come
-    in any order and any number per task (as ``eval.envs_per_task`` makes them).
+    A row's task is read from its one-hot id (``task_ids``), so rows may come in any order and
+    any number per task (as ``eval.envs_per_task`` makes them).
 
     :raises MtrlError: if a task of ``suite`` is not a Meta-World task with a scripted policy.
     """
@@ -40,7 +41,7 @@ class MetaWorldExperts:
             self._policies.append(ENV_POLICY_MAP[env_name]())
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        tasks = obs[:, -self.num_tasks :].argmax(axis=1)
+        tasks = task_ids(obs, self.num_tasks)
         with warnings.catch_warnings():  # "Constant(s) may be too high": clipped below
             warnings.simplefilter("ignore", UserWarning)
             actions = [

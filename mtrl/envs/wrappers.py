@@ -15,6 +15,12 @@ def suite_observation_space(padded_obs_size: int, num_tasks: int) -> gym.spaces.
     return gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
 
+def task_ids(obs: np.ndarray, num_tasks: int) -> np.ndarray:
+    """The task of each row of suite observations [N, obs]: the index of its one-hot id (the
+    last ``num_tasks`` values), so rows may come in any order and number per task."""
+    return obs[:, -num_tasks:].argmax(axis=1)
+
+
 def unit_action_space(act_dim: int) -> gym.spaces.Box:
     """The [-1, 1]^act_dim float32 action space all suite envs expose."""
     return gym.spaces.Box(-1.0, 1.0, shape=(act_dim,), dtype=np.float32)
