@@ -7,7 +7,8 @@ of the updates spent in the aggregator, and the rest (acting, replay, logging). 
 counts env steps of all tasks per second of training wall time (the final evaluation is left
 out). Paths: ``eager`` (per-task gradients by vmap, step the envs then update) and ``fast``
 (per-task gradients of linear layers from one backward, updates overlapping the env step), and
-on a GPU ``graph`` (the fast path with each update replayed from a CUDA graph).
+on a GPU ``graph`` (the fast path with each update replayed from a CUDA graph) and, when asked
+for, ``solvers`` (the graph with the device solvers compiled: ``compile_solvers=true``).
 
     python benchmarks/throughput.py                      # CPU, 250 steps per task after warm-up
     python benchmarks/throughput.py --device cuda --full
@@ -30,8 +31,10 @@ PATHS = {
     "eager": ["agent.task_grads=vmap", "overlap=false", "compile=false"],
     "fast": ["agent.task_grads=auto", "overlap=true", "compile=false"],
     "graph": ["agent.task_grads=auto", "overlap=true", "compile=true"],
+    "solvers": ["agent.task_grads=auto", "overlap=true", "compile=true", "compile_solvers=true"],
 }
-"""``graph`` (the fast path with the update replayed from a CUDA graph) needs a GPU."""
+"""``graph`` (the fast path with the update replayed from a CUDA graph) and ``solvers`` (the
+graph with the device solvers compiled by torch.compile) need a GPU."""
 
 
 def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args.steps = args.steps or (1000 if args.full else 150)
     args.repeats = args.repeats or (3 if args.full else 1)
     gpu = args.device.startswith("cuda")
-    args.paths = args.paths or [p for p in PATHS if gpu or p != "graph"]
+    args.paths = args.paths or ["eager", "fast", *(["graph"] if gpu else [])]
     print(machine_line(), f"| device {args.device}, {args.workers} rollout workers")
     if gpu:
         import torch
