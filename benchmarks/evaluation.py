@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         metavar="N",
         help="also time N evaluations at k on kept envs with episodes run to their limit and N "
-        "with episodes ended at the first success, taking turns (after one start-up call each)",
+        "with episodes ended at the first success, taking turns (envs and workers started first)",
     )
     parser.add_argument(
         "--kept",
@@ -126,12 +126,17 @@ def main(argv: list[str] | None = None) -> None:
         runs: dict[bool, list] = {False: [], True: []}
         try:
             for evaluator in evaluators.values():
-                evaluator(policy, 0)  # start-up: workers and envs
+                evaluator.start()  # workers and envs, which a run starts once
             for i in range(n):
                 for end, evaluator in evaluators.items():
                     start = time.perf_counter()
                     result = evaluator(policy, 1 + i)
                     runs[end].append((time.perf_counter() - start, result))
+                    print(  # as they come, so a cut-off run still shows them
+                        f"evaluation {1 + i}, ended {'at success' if end else 'at the limit'}: "
+                        f"{runs[end][-1][0]:.1f} s, {result.env_steps:,} env steps, "
+                        f"success {result.success_mean:.3f}"
+                    )
         finally:
             for evaluator in evaluators.values():
                 evaluator.close()

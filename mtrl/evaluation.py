@@ -165,15 +165,7 @@ class Evaluator:
         success: list[list[float]] = [[] for _ in quota]
         returns: list[list[float]] = [[] for _ in quota]
         try:
-            if self._rollout is None:
-                self._rollout = Rollout(
-                    self._envs,
-                    num_workers=self.num_workers,
-                    seed=seed,
-                    timeout=self.timeout,
-                    end_on_success=self.end_on_success,
-                )
-            rollout = self._rollout
+            rollout = self.start(seed)
             obs = rollout.reset(seed=seed)
             steps_before = int(rollout.step_counts().sum())
             active = np.ones(len(quota), dtype=bool)
@@ -208,6 +200,19 @@ class Evaluator:
             self.episodes,
             env_steps,
         )
+
+    def start(self, seed: int = 0) -> Rollout:
+        """The envs and worker processes, started here unless kept from an earlier call (what
+        the first evaluation of a run pays for, before its first step)."""
+        if self._rollout is None:
+            self._rollout = Rollout(
+                self._envs,
+                num_workers=self.num_workers,
+                seed=seed,
+                timeout=self.timeout,
+                end_on_success=self.end_on_success,
+            )
+        return self._rollout
 
     def close(self) -> None:
         """Stop the worker processes and close the envs (a later call starts new ones)."""
