@@ -54,14 +54,18 @@ def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dic
         "checkpoint.every=0",
         "checkpoint.replay=false",
         "logger.progress=false",
-        f"logger.every={args.steps}",
+        f"logger.every={max(args.steps // 3, 1)}",  # rows for the steady rate, see below
         f"out={out}",
         *PATHS[path],
     ]
     trainer = Trainer(resolve_config(EXPERIMENT[method], overrides))
     trainer.run()
-    row = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if "perf/time_env_s" in r][-1]
+    rows = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if "perf/time_env_s" in r]
+    row, first = rows[-1], rows[0]
     wall = row["perf/time_wall_s"] - row["perf/time_eval_s"]
+    # the steady rate, from the first log row on: worker start, warm-up, capture and compiles
+    # (the first updates) left out, as they are from a 2M-step run's rate
+    steady_wall = wall - (first["perf/time_wall_s"] - first["perf/time_eval_s"])
     env, update = row["perf/time_env_s"], row["perf/time_update_s"]
     steps = (args.warmup + args.steps) * trainer.suite.num_tasks
     return {
@@ -71,6 +75,7 @@ def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dic
         "surgery_s": row["perf/time_surgery_s"],
         "other_s": max(wall - env - update, 0.0),
         "sps": steps / wall,
+        "steady_sps": (row["step"] - first["step"]) * trainer.suite.num_tasks / steady_wall,
         "ms_per_update": 1000 * update / args.steps,
     }
 
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.paths:
         print(f"{path}: {' '.join(PATHS[path])}")
     print(
-        f"{'method':8s} {'path':6s} {'env steps/s':>11s} {'x mean':>7s} {'x eager':>8s} "
+        f"{'method':8s} {'path':7s} {'env steps/s':>11s} {'steady':>7s} {'x mean':>7s} "
+        f"{'x eager':>8s} "
         f"{'ms/update':>10s} {'env wait':>9s} {'update':>7s} {'surgery':>8s} {'other':>6s}"
         "   (share of training wall time)"
     )
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         eager = medians.get((method, "eager"), med)["sps"]
         wall = med["wall_s"]
         print(
-            f"{method:8s} {path:6s} {med['sps']:11.1f} {med['sps'] / base:7.2f} "
+            f"{method:8s} {path:7s} {med['sps']:11.1f} {med['steady_sps']:7.0f} "
+            f"{med['sps'] / base:7.2f} "
             f"{med['sps'] / eager:8.2f} {med['ms_per_update']:10.1f} {med['env_s'] / wall:9.0%} "
             f"{med['update_s'] / wall:7.0%} {med['surgery_s'] / wall:8.1%} "
             f"{med['other_s'] / wall:6.0%}"
