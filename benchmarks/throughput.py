@@ -30,7 +30,7 @@ EXPERIMENT = {"mean": "mt10-mtsac", "pcgrad": "mt10-pcgrad", "cagrad": "mt10-cag
 PATHS = {
     "eager": ["agent.task_grads=vmap", "overlap=false", "compile=false"],
     "fast": ["agent.task_grads=auto", "overlap=true", "compile=false"],
-    "graph": ["agent.task_grads=auto", "overlap=true", "compile=true"],
+    "graph": ["agent.task_grads=auto", "overlap=true", "compile=true", "compile_solvers=false"],
     "solvers": ["agent.task_grads=auto", "overlap=true", "compile=true", "compile_solvers=true"],
 }
 """``graph`` (the fast path with the update replayed from a CUDA graph) and ``solvers`` (the

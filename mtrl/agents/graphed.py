@@ -125,15 +125,15 @@ class GraphedUpdate:
         return {key: value.clone() for key, value in self._out.items()}
 
 
-def make_updater(agent: MTSAC, compile: bool | str, compile_solvers: bool = False) -> Any:
+def make_updater(agent: MTSAC, compile: bool | str, compile_solvers: bool | str = False) -> Any:
     """The function the trainer calls for an update: ``agent.update``, or a ``GraphedUpdate``
     where ``compile`` is true or auto and nothing blocks the capture (true then warns why),
-    with its device solvers compiled if ``compile_solvers``."""
+    with its device solvers compiled if ``compile_solvers`` is true or auto."""
     if compile is False:
         return agent.update
     blocker = graph_blocker(agent)
     if blocker is None:
-        return GraphedUpdate(agent, compile_solvers=compile_solvers)
+        return GraphedUpdate(agent, compile_solvers=compile_solvers is not False)
     if compile is True:
         print(f"warning: compile=true: the update runs eagerly ({blocker})", file=sys.stderr)
     return agent.update

@@ -107,4 +107,5 @@ def test_compile_solvers_needs_a_captured_update_on_a_gpu():
     ):
         with pytest.raises(MtrlError, match="compile_solvers=true needs device=cuda and compile"):
             resolve_config("quickstart", overrides)
-    assert resolve_config("quickstart", []).compile_solvers is False
+    assert resolve_config("quickstart", []).compile_solvers == "auto"  # on where captured
+    assert resolve_config("quickstart", ["compile_solvers=false"]).compile_solvers is False
