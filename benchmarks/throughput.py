@@ -75,7 +75,11 @@ def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dic
         "surgery_s": row["perf/time_surgery_s"],
         "other_s": max(wall - env - update, 0.0),
         "sps": steps / wall,
-        "steady_sps": (row["step"] - first["step"]) * trainer.suite.num_tasks / steady_wall,
+        "steady_sps": (
+            (row["step"] - first["step"]) * trainer.suite.num_tasks / steady_wall
+            if steady_wall > 0
+            else float("nan")  # one log row: too short a run for a steady rate
+        ),
         "ms_per_update": 1000 * update / args.steps,
     }
 
