@@ -65,7 +65,7 @@ def pcgrad_weights_device(gram: Tensor, order: Tensor) -> Tensor:
     original g_j when the two conflict, a zero gradient never conflicting. Rather than forming
     each dot product ``<g_i^PC, g_j>`` from the coefficients (five ops a step), it keeps every
     task's dot products with all the tasks it has still to visit, scaled by their squared
-    norms, and updates them after each step: two ops a step, a fixed sequence of 2(T-1) + 12 ops.
+    norms, and updates them after each step: two ops a step, a fixed sequence of 2(T-1) + 13 ops.
 
     :param gram: the Gramian G Gᵀ [T, T] (float64 for results equal to the host's to ~1e-12).
     :param order: [T, T-1] long on gram's device; row i a permutation of the tasks other than i.
@@ -79,12 +79,13 @@ def pcgrad_weights_device(gram: Tensor, order: Tensor) -> Tensor:
     neg_dots = gram.gather(1, order) / minus_norms
     pair = gram[order.unsqueeze(2), order.unsqueeze(1)] / minus_norms.unsqueeze(2)
     by_step = pair.permute(2, 0, 1).contiguous()  # [b, i, a]
-    steps = torch.empty_like(neg_dots)
+    steps = []  # stacked once at the end: torch.compile traces no out= into a slice
     for k in range(order.shape[1]):
-        step = torch.clamp(neg_dots[:, k], min=0, out=steps[:, k])
+        step = neg_dots[:, k].clamp(min=0)
+        steps.append(step)
         neg_dots.addcmul_(step.unsqueeze(1), by_step[k])
     eye = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
-    return eye.scatter_add_(1, order, steps)
+    return eye.scatter_add_(1, order, torch.stack(steps, dim=1))
 
 
 def random_order_device(
