@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtrl.agents import MTSAC, AgentConfig, SurgeryConfig
-from mtrl.agents.graphed import graph_blocker, make_updater
+from mtrl.agents.graphed import compiles_solver, graph_blocker, make_updater
 from mtrl.config import resolve_config
 from mtrl.errors import MtrlError
 from mtrl.surgery import get_aggregator
@@ -109,3 +109,14 @@ def test_compile_solvers_needs_a_captured_update_on_a_gpu():
             resolve_config("quickstart", overrides)
     assert resolve_config("quickstart", []).compile_solvers == "auto"  # on where captured
     assert resolve_config("quickstart", ["compile_solvers=false"]).compile_solvers is False
+
+
+def test_compile_solvers_auto_compiles_the_solvers_measured_faster_compiled():
+    def compiled(name: str, setting: bool | str) -> bool:
+        return compiles_solver(get_aggregator(name, solver="device"), setting)
+
+    # auto: CAGrad and MGDA, whose compiled solvers an H200 measured faster (BENCHMARKS.md)
+    assert [compiled(m, "auto") for m in ("cagrad", "mgda")] == [True, True]
+    assert [compiled(m, "auto") for m in ("pcgrad", "upgrad", "dualproj")] == [False] * 3
+    assert all(compiled(m, True) for m in ("cagrad", "mgda", "pcgrad", "upgrad", "dualproj"))
+    assert not any(compiled(m, False) for m in ("cagrad", "pcgrad"))

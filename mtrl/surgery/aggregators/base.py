@@ -88,8 +88,12 @@ class Aggregator:
     warm-up updates, so they compute what the graph computes): a ``Weighting`` with
     ``solver=auto`` then takes its device path for gradients on a GPU."""
     compile_solver: bool = False
-    """Set by ``GraphedUpdate`` with ``compile_solvers``: a ``Weighting`` whose device solver
-    is deterministic runs it compiled by torch.compile (see ``Weighting``)."""
+    """Set by ``GraphedUpdate`` (see ``compile_solvers``): a ``Weighting`` runs its device
+    solver, or the part of it after its random draws, compiled by torch.compile (see
+    ``Weighting``)."""
+    compile_auto: ClassVar[bool] = False
+    """Whether ``compile_solvers=auto`` compiles this aggregator's device solver: set where a
+    GPU measured the compiled solver faster (BENCHMARKS.md); ``true`` compiles every one."""
 
     def __call__(self, G: Tensor | TaskGradients) -> Tensor | list[Tensor]:
         return self.aggregate(G).direction
@@ -156,10 +160,11 @@ class Aggregator:
         return {}
 
 
-_COMPILED: dict[type, Callable[..., Tensor]] = {}
-"""Compiled ``device_weights`` by class, called with the aggregator as ``self``: torch.compile
-guards on the options the solver reads, so instances with equal options (a run's critic and
-actor aggregators) share one compile and others compile their own."""
+_COMPILED: dict[Callable[..., Tensor], Callable[..., Tensor]] = {}
+"""Compiled solvers by the function compiled (a class's ``device_weights``, called with the
+aggregator as ``self``): torch.compile guards on the options the solver reads, so instances
+with equal options (a run's critic and actor aggregators) share one compile and others compile
+their own."""
 
 Solver = Literal["auto", "host", "device"]
 """The ``solver`` option of a ``Weighting`` with a device solver (see ``Weighting``)."""
@@ -178,9 +183,10 @@ class Weighting(Aggregator):
     With ``compile_solver`` set, a deterministic device solver runs compiled by torch.compile
     (Inductor, the whole solve as one graph), which fuses its elementwise steps into a few
     kernels: for CAGrad's interior-point steps Inductor generates about 9 kernels and library
-    calls a step where the eager solver launches 44 ops. A solver that draws random numbers (PCGrad's
-    orders) stays eager, so that it draws what the eager update draws. A compile that fails
-    warns once and the solver runs uncompiled from then on.
+    calls a step where the eager solver launches 44 ops. A solver that draws random numbers
+    (PCGrad's orders) draws them eagerly, so that it draws what the eager update draws, and
+    compiles only what follows (``solve_compiled``). A compile that fails warns once and the
+    solver runs uncompiled from then on.
     """
 
     solver: str = "host"
@@ -204,22 +210,29 @@ class Weighting(Aggregator):
         deterministic (see the class docstring)."""
         if not self.compile_solver or self.stochastic:
             return self.device_weights(gram)
+        return self.solve_compiled(type(self).device_weights, self, gram)
+
+    def solve_compiled(self, solve: Callable[..., Tensor], *args: Any) -> Tensor:
+        """``solve(*args)``, compiled by torch.compile (one compile per function and set of
+        guards, kept for the process) where ``compile_solver`` asks; a compile that fails warns
+        once, turns ``compile_solver`` off and solves uncompiled."""
+        if not self.compile_solver:
+            return solve(*args)
         try:
-            compiled = _COMPILED.get(type(self))
+            compiled = _COMPILED.get(solve)
             if compiled is None:
-                solve = type(self).device_weights
                 compiled = torch.compile(solve, fullgraph=True, dynamic=False)
-                _COMPILED[type(self)] = compiled
+                _COMPILED[solve] = compiled
             with warnings.catch_warnings():  # Inductor's own deprecation notices
                 warnings.filterwarnings("ignore", category=FutureWarning)
-                return compiled(self, gram)
+                return compiled(*args)
         except Exception as exc:  # no compiler for this device, an op Dynamo cannot trace, ...
             print(
                 f"warning: compile_solvers: {self!r} solves uncompiled ({one_line(exc)})",
                 file=sys.stderr,
             )
             self.compile_solver = False
-            return self.device_weights(gram)
+            return solve(*args)
 
     def _use_device(self, G: TaskGradients) -> bool:
         """Whether this aggregation takes the device path (see the class docstring)."""

@@ -77,6 +77,7 @@ class CAGrad(Weighting):
     description = "best worst-task improvement within a ball around the mean gradient"
     paper = "Liu et al. 2021"
     device_solver = True
+    compile_auto = True  # compiled on an H200: 3.76 vs 5.58 ms per update at T = 10
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ class MGDA(Weighting):
     description = "min-norm point of the convex hull of the task gradients (exact QP)"
     paper = "Sener & Koltun 2018"
     device_solver = True
+    compile_auto = True  # compiled on an H200: 4.27 vs 5.86 ms per update at T = 10
 
     def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver

@@ -103,7 +103,7 @@ class PCGrad(Weighting):
         tasks = gram.shape[0]
         shared = self.order == "shared"
         order = random_order_device(tasks, shared, gram.device, self.device_generator)
-        coeffs = pcgrad_weights_device(gram, order)
+        coeffs = self.solve_compiled(pcgrad_weights_device, gram, order)  # draws stay eager
         return coeffs.mean(dim=0) if self.reduction == "mean" else coeffs.sum(dim=0)
 
     def options(self) -> dict[str, Any]:
