@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU figure of BENCHMARKS.md in one go: update cost (ops per update; eager / fast /
-# graph, each captured method checked against eager updates first), CAGrad and MGDA with
-# their solvers compiled, MT10 training throughput, the protocol's evaluation and the CUDA
-# tests, in that order. Run from the repository root on a machine whose python3 has torch with CUDA. Packages
-# it lacks can come as wheels in .whl/ (installed into /tmp/site). Each step has its own time
-# limit, so one that hangs still leaves the others' output; LOG (default: no file) keeps a copy
-# of everything. The limits add up to 600 s: give the command a few seconds more.
+# graph, each captured method checked against eager updates first), the same with the device
+# solvers compiled, MT10 training throughput, the protocol's evaluation and the CUDA tests, in
+# that order. Run from the repository root on a machine whose python3 has torch with CUDA.
+# Packages it lacks can come as wheels in .whl/ (installed into /tmp/site). Each step has its
+# own time limit, so one that hangs still leaves the others' output; LOG (default: no file)
+# keeps a copy of everything. The limits add up to 620 s: in one 600 s command the last step,
+# the tests, may be cut (then run STEPS=tests on its own).
 #
 #     bash benchmarks/gpu.sh                 # the default steps
 #     STEPS="update throughput" bash benchmarks/gpu.sh
@@ -33,17 +34,17 @@ torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,utilization.gpu --format=csv | tee -a "$LOG"
 for step in $STEPS; do
     case $step in
-    update) run 100 python3 benchmarks/update_cost.py --device cuda --rounds 30 \
+    update) run 80 python3 benchmarks/update_cost.py --device cuda --rounds 20 \
         --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
-    solvers)  # the graph with CAGrad's and MGDA's solvers compiled by torch.compile (Triton
-        # compiles first), per update and in training, where the steady rate leaves it out
-        run 110 python3 benchmarks/update_cost.py --device cuda --rounds 15 \
-            --methods cagrad mgda --compile-solvers
-        run 90 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
-            --steps "${TSTEPS:-3000}" --methods cagrad --paths graph solvers ;;
-    throughput) run 110 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
+    solvers)  # the graph with the device solvers compiled by torch.compile (Triton compiles
+        # first, 10-20 s each), per update and in training, where the steady rate leaves it out
+        run 160 python3 benchmarks/update_cost.py --device cuda --rounds 10 \
+            --methods ${SOLVERS:-pcgrad cagrad mgda upgrad dualproj} --compile-solvers
+        run 100 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
+            --steps "${TSTEPS:-3000}" --methods pcgrad cagrad --paths graph solvers ;;
+    throughput) run 100 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
         --steps "${TSTEPS:-3000}" --paths ${PATHS_:-graph} ;;
-    ending) run 110 python3 benchmarks/evaluation.py --device cuda --workers 16 \
+    ending) run 100 python3 benchmarks/evaluation.py --device cuda --workers 16 \
         --episodes 50 --envs-per-task 10 --repeats 0 --ending 1 --policy ${POLICY:-half} ;;
     tests) run 50 python3 -m pytest -v -p no:cacheprovider tests/test_cuda.py \
         tests/agents/test_graphed.py ;;

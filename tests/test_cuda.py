@@ -78,7 +78,7 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
     assert torch.isfinite(metrics[-1]["critic_loss"]).all()
 
 
-@pytest.mark.parametrize("method", ["cagrad", "mgda"])
+@pytest.mark.parametrize("method", ["cagrad", "mgda", "pcgrad"])
 def test_compiled_solvers_are_captured_and_replay_what_eager_updates_compute(method):
     eager = mt10_agent("mt10-mtsac", f"surgery={method}", "surgery.solver=device")
     graphed = copy.deepcopy(eager)
