@@ -154,12 +154,13 @@ class TrainConfig:
     ``auto`` (on with device=cuda where nothing blocks it, off on the CPU)."""
     compile_solvers: AutoBool = "auto"
     """In an update captured in a CUDA graph (``compile``), also compile the aggregator's
-    device solver with torch.compile, which fuses its elementwise steps into a few kernels
-    (CAGrad, MGDA, UPGrad, DualProj; PCGrad draws random orders and stays eager): ``auto`` (on
-    wherever the update is captured; on an H200 CAGrad's update took 3.8 ms instead of 5.6 at
-    T = 10, BENCHMARKS.md), ``true`` (needs device=cuda and compile on) or ``false``. It
-    compiles for seconds in the first update (15 s for MGDA on the H200, cached on disk for
-    later runs); a failed compile warns once and the solver runs uncompiled."""
+    device solver with torch.compile, which fuses its small ops into fewer kernels: ``auto``
+    (the solvers a GPU measured faster compiled: CAGrad's and MGDA's, on an H200 3.8 and 4.3 ms
+    per update instead of 5.6 and 5.9 at T = 10, BENCHMARKS.md), ``true`` (every device
+    solver: also UPGrad's, DualProj's and PCGrad's projections after its random draws, not yet
+    timed on a GPU; needs device=cuda and compile on) or ``false``. It compiles for seconds in
+    the first update (15 s for MGDA on the H200, cached on disk for later runs); a failed
+    compile warns once and the solver runs uncompiled."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0
