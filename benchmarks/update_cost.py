@@ -328,7 +328,7 @@ def bench(
     the eager one for methods with per-task gradients, ``NAME/graph`` replayed from a CUDA
     graph), on one batch of the mt{tasks} shape; with ``inductor`` also ``plain/inductor``
     (``compiled_plain``); with ``compile_solvers`` also ``NAME/graph+c``, the graph with the
-    deterministic device solvers compiled (``compile_solvers=true``)."""
+    device solvers compiled (``compile_solvers=true``; PCGrad's after its random draws)."""
     agents = {m: make_agent(m, tasks, device, network=network) for m in methods}
     agents |= {
         f"{m}/eager": make_agent(m, tasks, device, "eager", network)

@@ -208,7 +208,7 @@ class Weighting(Aggregator):
     def _device_solve(self, gram: Tensor) -> Tensor:
         """``device_weights``, compiled where ``compile_solver`` asks and the solver is
         deterministic (see the class docstring)."""
-        if not self.compile_solver or self.stochastic:
+        if self.stochastic:  # draws eagerly and compiles what follows itself (PCGrad)
             return self.device_weights(gram)
         return self.solve_compiled(type(self).device_weights, self, gram)
 
