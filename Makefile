@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH_PIN)"
-	$(PIP) install --quiet -e ".[dev,sweep]"
+	$(PIP) install --quiet -e ".[dev,sweep,fused]"
 	touch $(STAMP)
 
 # The quick-start experiment: MT-SAC + PCGrad on the cheap 4-task suite, a few minutes on a CPU.

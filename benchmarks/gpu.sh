@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU figure of BENCHMARKS.md in one go: update cost (ops per update; eager / fast /
-# graph, each captured method checked against eager updates first), the same with the device
-# solvers compiled, MT10 training throughput, the protocol's evaluation and the CUDA tests, in
-# that order. Run from the repository root on a machine whose python3 has torch with CUDA.
-# Packages it lacks can come as wheels in .whl/ (installed into /tmp/site). Each step has its
-# own time limit, so one that hangs still leaves the others' output; LOG (default: no file)
-# keeps a copy of everything. The limits add up to 620 s: in one 600 s command the last step,
-# the tests, may be cut (then run STEPS=tests on its own).
+# Every GPU figure of BENCHMARKS.md: the fused (Triton) solvers' tests and timings, update cost
+# (ops per update; eager / fast / graph, each captured method checked against eager updates
+# first), the same with the device solvers compiled, MT10 training throughput, the protocol's
+# evaluation and the CUDA tests, in that order. Run from the repository root on a machine whose
+# python3 has torch with CUDA. Packages it lacks can come as wheels in .whl/ (installed into
+# /tmp/site). Each step has its own time limit, so one that hangs still leaves the others'
+# output; LOG (default: no file) keeps a copy of everything. The default steps' limits add up
+# to more than one 600 s command allows: run them in two (STEPS="fused update", then
+# STEPS="solvers throughput ending tests"), or pick.
 #
 #     bash benchmarks/gpu.sh                 # the default steps
 #     STEPS="update throughput" bash benchmarks/gpu.sh
@@ -21,7 +22,7 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 LOG=${LOG:-/dev/null}
-STEPS=${STEPS:-"update solvers throughput ending tests"}  # the most wanted first
+STEPS=${STEPS:-"fused update solvers throughput ending tests"}  # the most wanted first
 WORKERS=${WORKERS:-10}
 
 run() {  # run <seconds> <command...>: one step, its output to the terminal and LOG
@@ -29,24 +30,35 @@ run() {  # run <seconds> <command...>: one step, its output to the terminal and 
     timeout "$1" "${@:2}" 2>&1 | tee -a "$LOG"
 }
 
-run 30 python3 -c "import torch, metaworld, mtrl; print('torch', torch.__version__, \
-torch.cuda.get_device_name(), 'cores', __import__('os').cpu_count())"
+run 30 python3 -c "import torch, metaworld, mtrl, importlib.metadata as m; print('torch', \
+torch.__version__, 'triton', m.version('triton'), torch.cuda.get_device_name(), 'cores', \
+__import__('os').cpu_count())"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,utilization.gpu --format=csv | tee -a "$LOG"
 for step in $STEPS; do
     case $step in
     update) run 80 python3 benchmarks/update_cost.py --device cuda --rounds 20 \
         --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
+    fused)  # the interior-point solvers as Triton kernels (fused_ip): their tests on the GPU,
+        # the graph per update plain / compiled (+c) / fused (+f) / both (+fc) at T = 10, and
+        # CAGrad's training each way
+        run 60 python3 -m pytest -q -p no:cacheprovider tests/surgery/test_fused_solvers.py
+        run 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k fused
+        run 200 python3 benchmarks/update_cost.py --device cuda --rounds 10 --tasks 10 \
+            --methods ${FUSED:-pcgrad cagrad mgda upgrad} --fused-solvers --compile-solvers
+        run 140 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
+            --steps "${TSTEPS:-3000}" --methods cagrad --paths graph fused fused+c ;;
     solvers)  # the graph with the device solvers compiled by torch.compile (Triton compiles
         # first, 10-20 s each), per update and in training, where the steady rate leaves it out
         run 160 python3 benchmarks/update_cost.py --device cuda --rounds 10 \
-            --methods ${SOLVERS:-pcgrad cagrad mgda upgrad dualproj} --compile-solvers
+            --methods ${SOLVERS:-pcgrad cagrad mgda upgrad dualproj} --compile-solvers \
+            ${SOLVER_FLAGS:-}
         run 100 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
             --steps "${TSTEPS:-3000}" --methods pcgrad cagrad --paths graph solvers ;;
     throughput) run 100 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
         --steps "${TSTEPS:-3000}" --paths ${PATHS_:-graph} ;;
     ending) run 100 python3 benchmarks/evaluation.py --device cuda --workers 16 \
         --episodes 50 --envs-per-task 10 --repeats 0 --ending 1 --policy ${POLICY:-half} ;;
-    tests) run 50 python3 -m pytest -v -p no:cacheprovider tests/test_cuda.py \
+    tests) run 150 python3 -m pytest -v -p no:cacheprovider tests/test_cuda.py \
         tests/agents/test_graphed.py ;;
     evaluation) run 100 python3 benchmarks/evaluation.py --device cuda --workers 16 \
         --episodes 10 --envs-per-task 10 --kept 3 ;;

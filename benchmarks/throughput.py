@@ -8,7 +8,9 @@ counts env steps of all tasks per second of training wall time (the final evalua
 out). Paths: ``eager`` (per-task gradients by vmap, step the envs then update) and ``fast``
 (per-task gradients of linear layers from one backward, updates overlapping the env step), and
 on a GPU ``graph`` (the fast path with each update replayed from a CUDA graph) and, when asked
-for, ``solvers`` (the graph with the device solvers compiled: ``compile_solvers=true``).
+for, ``solvers`` (the graph with the device solvers compiled: ``compile_solvers=true``),
+``fused`` (with the interior-point solvers as Triton kernels: ``fused_solvers=true``) and
+``fused+c`` (both).
 
     python benchmarks/throughput.py                      # CPU, 250 steps per task after warm-up
     python benchmarks/throughput.py --device cuda --full
@@ -27,14 +29,18 @@ from common import machine_line
 
 METHODS = ("mean", "pcgrad", "cagrad")
 EXPERIMENT = {"mean": "mt10-mtsac", "pcgrad": "mt10-pcgrad", "cagrad": "mt10-cagrad"}
+_GRAPH = ["agent.task_grads=auto", "overlap=true", "compile=true"]
 PATHS = {
     "eager": ["agent.task_grads=vmap", "overlap=false", "compile=false"],
     "fast": ["agent.task_grads=auto", "overlap=true", "compile=false"],
-    "graph": ["agent.task_grads=auto", "overlap=true", "compile=true", "compile_solvers=false"],
-    "solvers": ["agent.task_grads=auto", "overlap=true", "compile=true", "compile_solvers=true"],
+    "graph": [*_GRAPH, "compile_solvers=false", "fused_solvers=false"],
+    "solvers": [*_GRAPH, "compile_solvers=true", "fused_solvers=false"],
+    "fused": [*_GRAPH, "compile_solvers=false", "fused_solvers=true"],
+    "fused+c": [*_GRAPH, "compile_solvers=true", "fused_solvers=true"],
 }
-"""``graph`` (the fast path with the update replayed from a CUDA graph) and ``solvers`` (the
-graph with the device solvers compiled by torch.compile) need a GPU."""
+"""``graph`` (the fast path with the update replayed from a CUDA graph), ``solvers`` (the
+graph with the device solvers compiled by torch.compile), ``fused`` (the graph with the
+interior-point solvers as Triton kernels) and ``fused+c`` need a GPU."""
 
 
 def run_once(method: str, path: str, args: argparse.Namespace, out: Path) -> dict[str, float]:

@@ -16,6 +16,7 @@ per-task gradients), checked first to give the same parameters as ``mean``.
     python benchmarks/update_cost.py --inductor      # also plain with torch.compile'd networks
     python benchmarks/update_cost.py --ops-only      # only count each update's ops (seconds)
     python benchmarks/update_cost.py --device cuda --compile-solvers   # + compiled solvers
+    python benchmarks/update_cost.py --device cuda --fused-solvers     # + Triton solvers
 
 Before the timing it counts each method's aten ops per update as a CUDA graph records them
 (device solvers, deferred finite checks; views, which launch nothing, left out): replayed from
@@ -221,10 +222,37 @@ def print_ops(methods: list[str], tasks: int, device: torch.device, network: str
         print(f"{title} (+/- mean): {', '.join(cells)}")
 
 
-def graph_update(agent: MTSAC, compile_solvers: bool = False) -> GraphedUpdate | None:
+def graph_update(
+    agent: MTSAC, compile_solvers: bool = False, fused_solvers: bool = False
+) -> GraphedUpdate | None:
     """The agent's update replayed from a CUDA graph, or None where the capture is blocked."""
-    update = make_updater(agent, "auto", compile_solvers)
+    update = make_updater(agent, "auto", compile_solvers, fused_solvers)
     return update if isinstance(update, GraphedUpdate) else None
+
+
+VARIANT_WORDS = {
+    "graph+c": "compiled solvers",
+    "graph+f": "fused solvers",
+    "graph+fc": "fused, compiled solvers",
+}
+
+GRAPH_VARIANTS = {
+    "graph": (False, False),
+    "graph+c": (True, False),
+    "graph+f": (False, True),
+    "graph+fc": (True, True),
+}
+"""The graph path's variants: (compile_solvers, fused_solvers)."""
+
+
+def graph_variants(method: str, compile_solvers: bool, fused_solvers: bool) -> list[str]:
+    """The variants of ``GRAPH_VARIANTS`` timed for ``method``: the plain graph, and those
+    with its solver compiled and/or fused where asked and where it has one."""
+    compiled = compile_solvers and _compiles(method)
+    fused = fused_solvers and _compiles(method) and aggregator_class(method).fusable
+    return [
+        key for key, (c, f) in GRAPH_VARIANTS.items() if (compiled or not c) and (fused or not f)
+    ]
 
 
 def _compiles(method: str) -> bool:
@@ -236,13 +264,23 @@ def _compiles(method: str) -> bool:
 
 
 def check_graph_equals_eager(
-    method: str, tasks: int, device: torch.device, updates: int, compile_solvers: bool = False
+    method: str,
+    tasks: int,
+    device: torch.device,
+    updates: int,
+    compile_solvers: bool = False,
+    fused_solvers: bool = False,
 ) -> float:
     """Largest parameter difference between ``updates`` eager updates and as many through the
-    CUDA graph (warm-up, capture, replays), from one state and one random stream."""
+    CUDA graph (warm-up, capture, replays), from one state and one random stream; with
+    ``fused_solvers`` the eager updates run the same Triton kernels (rounding differences from
+    the torch solvers become steps of up to lr through Adam on parameters whose gradient is
+    ~0, which would hide what this checks: the capture)."""
     agent = make_agent(method, tasks, device, "graph")[0]
+    for aggregator in agent.aggregators.values():
+        aggregator.fused_solver = fused_solvers and aggregator.fusable
     graphed = copy.deepcopy(agent)
-    update = graph_update(graphed, compile_solvers)
+    update = graph_update(graphed, compile_solvers, fused_solvers)
     assert update is not None, graph_blocker(graphed)
     batches = [random_batch(tasks, 128, device, seed=i) for i in range(updates)]
     for fn in (agent.update, update):
@@ -323,12 +361,15 @@ def bench(
     network: str = "mlp",
     inductor: bool = False,
     compile_solvers: bool = False,
+    fused_solvers: bool = False,
 ) -> dict[str, float]:
     """Median seconds per update of every method (``NAME`` on the fast path, ``NAME/eager`` on
     the eager one for methods with per-task gradients, ``NAME/graph`` replayed from a CUDA
     graph), on one batch of the mt{tasks} shape; with ``inductor`` also ``plain/inductor``
     (``compiled_plain``); with ``compile_solvers`` also ``NAME/graph+c``, the graph with the
-    device solvers compiled (``compile_solvers=true``; PCGrad's after its random draws)."""
+    device solvers compiled (``compile_solvers=true``; PCGrad's after its random draws); with
+    ``fused_solvers`` also ``NAME/graph+f``, with the interior-point solvers as Triton kernels
+    (and ``NAME/graph+fc`` with both)."""
     agents = {m: make_agent(m, tasks, device, network=network) for m in methods}
     agents |= {
         f"{m}/eager": make_agent(m, tasks, device, "eager", network)
@@ -347,15 +388,15 @@ def bench(
     }
     if device.type == "cuda":
         for m in methods:
-            for key, compiled in ((f"{m}/graph", False), (f"{m}/graph+c", True)):
-                if compiled and not (compile_solvers and _compiles(m)):
-                    continue
-                update = graph_update(make_agent(m, tasks, device, "graph", network)[0], compiled)
+            for variant in graph_variants(m, compile_solvers, fused_solvers):
+                key, (compiled, fused) = f"{m}/{variant}", GRAPH_VARIANTS[variant]
+                agent = make_agent(m, tasks, device, "graph", network)[0]
+                update = graph_update(agent, compiled, fused)
                 if m != "plain" and update is not None:
                     start = time.perf_counter()
                     for _ in range(WARMUP_UPDATES + 2):  # warm-up and capture, before the timing
                         update(batch)
-                    if compiled:
+                    if compiled or fused:
                         print(
                             f"{key}: compile, warm-up and capture {time.perf_counter() - start:.1f} s"
                         )
@@ -434,14 +475,20 @@ def main(argv: list[str] | None = None) -> None:
         help="GPU: also time the graph with the device solvers compiled (compile_solvers=true)",
     )
     parser.add_argument(
+        "--fused-solvers",
+        action="store_true",
+        help="GPU: also time the graph with the interior-point solvers as Triton kernels "
+        "(fused_solvers=true)",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
         help="aggregators to time besides plain and mean (default: every registered one)",
     )
     args = parser.parse_args(argv)
-    if args.compile_solvers and not args.device.startswith("cuda"):
-        parser.error("--compile-solvers times CUDA-graph updates: it needs --device cuda")
+    if (args.compile_solvers or args.fused_solvers) and not args.device.startswith("cuda"):
+        parser.error("--compile-solvers and --fused-solvers time CUDA-graph updates: --device cuda")
     names = args.methods or [n for n in list_aggregators() if n != "mean"]
     methods = ["plain", "mean", *[n for n in names if n not in ("plain", "mean")]]
     if args.threads:
@@ -469,19 +516,29 @@ def main(argv: list[str] | None = None) -> None:
                 if blocker is not None:
                     print(f"check: {m}: not captured ({blocker})")
                     continue
-                diff = check_graph_equals_eager(m, tasks, device, updates=8)
-                print(f"check: {m}: 8 graph updates vs eager, max parameter difference {diff:.1e}")
-                if args.compile_solvers and _compiles(m):
-                    diff = check_graph_equals_eager(m, tasks, device, 8, compile_solvers=True)
-                    print(f"check: {m}, compiled solvers: 8 graph updates vs eager: {diff:.1e}")
+                for variant in graph_variants(m, args.compile_solvers, args.fused_solvers):
+                    diff = check_graph_equals_eager(m, tasks, device, 8, *GRAPH_VARIANTS[variant])
+                    print(
+                        f"check: {m}/{variant}: 8 graph updates vs eager, "
+                        f"max parameter difference {diff:.1e}"
+                    )
         times = bench(
-            tasks, device, rounds, methods, args.network, args.inductor, args.compile_solvers
+            tasks,
+            device,
+            rounds,
+            methods,
+            args.network,
+            args.inductor,
+            args.compile_solvers,
+            args.fused_solvers,
         )
         print_table(times, methods, targets, graphs)
         for m in methods:
-            if f"{m}/graph+c" in times:
-                ms, ratio = times[f"{m}/graph+c"] * 1e3, times[f"{m}/graph+c"] / times["mean/graph"]
-                print(f"{m}, graph with compiled solvers: {ms:.2f} ms ({ratio:.2f}x mean's graph)")
+            for variant, what in VARIANT_WORDS.items():
+                if f"{m}/{variant}" in times:
+                    ms = times[f"{m}/{variant}"] * 1e3
+                    ratio = times[f"{m}/{variant}"] / times["mean/graph"]
+                    print(f"{m}, graph with {what}: {ms:.2f} ms ({ratio:.2f}x mean's graph)")
         if args.inductor:
             ms, ratio = times["plain/inductor"] * 1e3, times["plain/inductor"] / times["plain"]
             print(f"plain, networks compiled by torch.compile: {ms:.1f} ms ({ratio:.2f}x plain)")

@@ -155,12 +155,19 @@ class TrainConfig:
     compile_solvers: AutoBool = "auto"
     """In an update captured in a CUDA graph (``compile``), also compile the aggregator's
     device solver with torch.compile, which fuses its small ops into fewer kernels: ``auto``
-    (the solvers a GPU measured faster compiled: CAGrad's and MGDA's, on an H200 3.8 and 4.3 ms
-    per update instead of 5.6 and 5.9 at T = 10, BENCHMARKS.md), ``true`` (every device
-    solver: also UPGrad's, DualProj's and PCGrad's projections after its random draws, not yet
-    timed on a GPU; needs device=cuda and compile on) or ``false``. It compiles for seconds in
-    the first update (15 s for MGDA on the H200, cached on disk for later runs); a failed
-    compile warns once and the solver runs uncompiled."""
+    (the solvers a GPU measured faster compiled: CAGrad's, MGDA's and PCGrad's projections
+    after its random draws; on an H200 3.6, 4.3 and 1.79 ms per update instead of 5.7, 5.9 and
+    1.87 at T = 10, BENCHMARKS.md), ``true`` (every device solver: also UPGrad's and
+    DualProj's; needs device=cuda and compile on) or ``false``. It compiles for seconds in the
+    first update (15 s for MGDA on the H200, cached on disk for later runs); a failed compile
+    warns once and the solver runs uncompiled."""
+    fused_solvers: AutoBool = "auto"
+    """In an update captured in a CUDA graph (``compile``), run CAGrad's and MGDA's
+    interior-point steps as one Triton kernel per solve instead of about 44 small kernels per
+    step (``fused_ip``; the ``triton`` package comes with torch's CUDA builds): ``auto`` (up to
+    16 tasks, where an H200 measured it faster: CAGrad's update 2.85 ms fused and compiled
+    instead of 3.56 compiled at T = 10; at T = 50 the kernel is slower), ``true`` (at any T,
+    warning where triton is missing; needs device=cuda and compile on) or ``false``."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0
@@ -180,6 +187,11 @@ class TrainConfig:
         if self.compile_solvers is True and (self.device == "cpu" or self.compile is False):
             raise ValueError(
                 "compile_solvers=true needs device=cuda and compile on (it compiles the solvers "
+                "of an update captured in a CUDA graph)"
+            )
+        if self.fused_solvers is True and (self.device == "cpu" or self.compile is False):
+            raise ValueError(
+                "fused_solvers=true needs device=cuda and compile on (it fuses the solvers "
                 "of an update captured in a CUDA graph)"
             )
         if self.buffer_size < self.agent.batch_size:

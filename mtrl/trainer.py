@@ -119,7 +119,7 @@ class Trainer:
             seed=cfg.seed,
             defer_checks=None if cfg.finite_checks == "auto" else cfg.finite_checks == "deferred",
         )
-        self.update = make_updater(self.agent, cfg.compile, cfg.compile_solvers)
+        self.update = make_updater(self.agent, cfg.compile, cfg.compile_solvers, cfg.fused_solvers)
         """One gradient update: ``agent.update`` or its CUDA graph replay (``compile``)."""
         self.checked_step = 0
         """The last step at which the updates were known to be finite (deferred checks)."""

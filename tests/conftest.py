@@ -6,6 +6,16 @@ from pathlib import Path
 
 import pytest
 
+# Without a GPU the solvers' Triton kernels (fused_ip) run in Triton's interpreter, which
+# triton reads from the environment when its kernels are defined.
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+except ImportError:  # pragma: no cover
+    pass
+
 # The plug-in envs of the tests (plugin_envs, rollout_faulty_env) import by name, here and in the
 # rollout workers spawned from here (they inherit sys.path).
 TESTS_DIR = str(Path(__file__).resolve().parent)

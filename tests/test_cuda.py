@@ -93,6 +93,31 @@ def test_compiled_solvers_are_captured_and_replay_what_eager_updates_compute(met
     assert max_difference(eager, graphed) <= 1e-5
 
 
+@pytest.mark.parametrize(
+    ("method", "compiled"),
+    [("cagrad", False), ("cagrad", True), ("mgda", False), ("mgda", True)],
+)
+def test_fused_solvers_are_captured_and_replay_what_the_torch_solvers_compute(method, compiled):
+    """The Triton kernels (fused_ip) in a captured update, compiled around or not, against
+    eager updates with the same kernels. (Against the torch solvers the weights differ in
+    rounding, which Adam turns into steps of up to lr on parameters whose gradient is ~0;
+    test_fused_solvers checks the solvers themselves against the host's.)"""
+    eager = mt10_agent("mt10-mtsac", f"surgery={method}", "surgery.solver=device")
+    for aggregator in eager.aggregators.values():
+        aggregator.fused_solver = True
+    graphed = copy.deepcopy(eager)
+    update = GraphedUpdate(graphed, compile_solvers=compiled, fused_solvers=True)
+    data = batches(8)
+    for fn in (eager.update, update):
+        torch.cuda.manual_seed(3)
+        for b in data:
+            fn(b)
+    assert update.graph is not None and not update.failed
+    assert all(a.fused_solver for a in graphed.aggregators.values())
+    assert all(a.compile_solver == compiled for a in graphed.aggregators.values())
+    assert max_difference(eager, graphed) <= 1e-5
+
+
 def test_a_non_finite_update_replayed_from_the_graph_is_named_at_the_check():
     agent = mt10_agent("mt10-pcgrad", "surgery.solver=device")
     update = GraphedUpdate(agent)
@@ -141,10 +166,12 @@ ARGS = [*RESUME_ARGS, "device=cuda", "compile=true"]
 """The CPU resume test's short run (PCGrad on the cheap suite), on the GPU with CUDA graphs."""
 
 
-def test_a_compiled_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("surgery", ["pcgrad", "cagrad"])  # compiled; compiled and fused
+def test_a_compiled_run_resumes_exactly(tmp_path, surgery):
+    args = [*ARGS, f"surgery={surgery}"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(["train", *ARGS, "steps=100", f"out={straight}"]) == 0
-    assert main(["train", *ARGS, "steps=40", f"out={split}"]) == 0
+    assert main(["train", *args, "steps=100", f"out={straight}"]) == 0
+    assert main(["train", *args, "steps=40", f"out={split}"]) == 0
     (run_a,) = straight.iterdir()
     (run_b,) = split.iterdir()
     assert main(["train", f"resume={run_b}", "steps=100"]) == 0

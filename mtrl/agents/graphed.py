@@ -11,6 +11,7 @@ come from torch's CUDA generator, which advances at every replay as it does eage
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 from typing import Any
@@ -57,10 +58,16 @@ class GraphedUpdate:
     :param compile_solvers: compile the aggregators' device solvers with torch.compile
         (``Weighting``): true, false or auto (``compiles_solver``); they compile in the first
         warm-up update.
+    :param fused_solvers: run the interior-point solvers' steps as Triton kernels: true, false
+        or auto (``fuses_solver``).
     """
 
     def __init__(
-        self, agent: MTSAC, warmup: int = WARMUP_UPDATES, compile_solvers: bool | str = False
+        self,
+        agent: MTSAC,
+        warmup: int = WARMUP_UPDATES,
+        compile_solvers: bool | str = False,
+        fused_solvers: bool | str = False,
     ) -> None:
         if not agent.capturable:
             agent.make_capturable()
@@ -68,6 +75,7 @@ class GraphedUpdate:
             aggregator.in_cuda_graph = True  # solver=auto: the device solvers, captured
             # compiled in the eager warm-ups
             aggregator.compile_solver = compiles_solver(aggregator, compile_solvers)
+            aggregator.fused_solver = fuses_solver(aggregator, fused_solvers, agent.num_tasks)
         self.agent = agent
         self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -136,15 +144,51 @@ def compiles_solver(aggregator: Aggregator, compile_solvers: bool | str) -> bool
     return compile_solvers is True
 
 
-def make_updater(agent: MTSAC, compile: bool | str, compile_solvers: bool | str = False) -> Any:
+FUSED_AUTO_TASKS = 16
+"""``fused_solvers=auto`` fuses the solvers of at most this many tasks: one warp per problem.
+On an H200 the kernels made CAGrad's update 3.4 ms instead of 5.7 at T = 10, and 26.9 instead
+of 11.5 at T = 50, where each problem's 64 x 64 tile is swept pivot by pivot (BENCHMARKS.md)."""
+
+
+def fuses_solver(aggregator: Aggregator, fused_solvers: bool | str, tasks: int) -> bool:
+    """Whether a captured update of ``tasks`` tasks runs ``aggregator``'s interior-point steps
+    and linear solves as Triton kernels (``fused_ip``): where it has them (``fusable``) and the
+    ``triton`` package is installed (true warns where it is not), with true always, with auto
+    up to ``FUSED_AUTO_TASKS`` tasks; none with false."""
+    if fused_solvers is False or not aggregator.fusable:
+        return False
+    if fused_solvers == "auto" and tasks > FUSED_AUTO_TASKS:
+        return False
+    if triton_missing():
+        if fused_solvers is True:
+            print(
+                "warning: fused_solvers=true: the solvers run unfused (no triton package)",
+                file=sys.stderr,
+            )
+        return False
+    return True
+
+
+def triton_missing() -> bool:
+    """True where the ``triton`` package (torch's CUDA builds bring it) is not installed."""
+    return importlib.util.find_spec("triton") is None
+
+
+def make_updater(
+    agent: MTSAC,
+    compile: bool | str,
+    compile_solvers: bool | str = False,
+    fused_solvers: bool | str = False,
+) -> Any:
     """The function the trainer calls for an update: ``agent.update``, or a ``GraphedUpdate``
     where ``compile`` is true or auto and nothing blocks the capture (true then warns why),
-    with its device solvers compiled if ``compile_solvers`` is true or auto."""
+    with its device solvers compiled and fused as ``compile_solvers`` and ``fused_solvers``
+    say."""
     if compile is False:
         return agent.update
     blocker = graph_blocker(agent)
     if blocker is None:
-        return GraphedUpdate(agent, compile_solvers=compile_solvers)
+        return GraphedUpdate(agent, compile_solvers=compile_solvers, fused_solvers=fused_solvers)
     if compile is True:
         print(f"warning: compile=true: the update runs eagerly ({blocker})", file=sys.stderr)
     return agent.update

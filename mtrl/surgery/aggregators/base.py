@@ -94,6 +94,13 @@ class Aggregator:
     compile_auto: ClassVar[bool] = False
     """Whether ``compile_solvers=auto`` compiles this aggregator's device solver: set where a
     GPU measured the compiled solver faster (BENCHMARKS.md); ``true`` compiles every one."""
+    fused_solver: bool = False
+    """Set by ``GraphedUpdate`` (see ``fused_solvers``): the device solver runs its
+    interior-point steps and its support steps' linear solves as Triton kernels
+    (``fused_ip``)."""
+    fusable: ClassVar[bool] = False
+    """Whether the device solver has Triton kernels for ``fused_solver``: the simplex
+    interior-point solvers of CAGrad and MGDA (``fused_ip``)."""
 
     def __call__(self, G: Tensor | TaskGradients) -> Tensor | list[Tensor]:
         return self.aggregate(G).direction

@@ -78,6 +78,7 @@ class CAGrad(Weighting):
     paper = "Liu et al. 2021"
     device_solver = True
     compile_auto = True  # compiled on an H200: 3.76 vs 5.58 ms per update at T = 10
+    fusable = True  # fused and compiled on an H200: 2.85 vs 3.56 ms compiled at T = 10
 
     def __init__(
         self,
@@ -113,7 +114,9 @@ class CAGrad(Weighting):
         return torch.from_numpy(np.asarray(weights, dtype=np.float64))
 
     def device_weights(self, gram: Tensor) -> Tensor:
-        return cagrad_weights_device(gram, self.c, self.device_iters, self.rescale)
+        return cagrad_weights_device(
+            gram, self.c, self.device_iters, self.rescale, fused=self.fused_solver
+        )
 
     def options(self) -> dict[str, Any]:
         return {

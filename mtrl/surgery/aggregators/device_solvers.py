@@ -114,6 +114,7 @@ def cagrad_weights_device(
     iters: int = CAGRAD_ITERS,
     rescale: int = 0,
     points: int = CAGRAD_POINTS,
+    fused: bool = False,
 ) -> Tensor:
     """CAGrad's task weights ``(1/T + λ w) / rescale`` [T] from the Gramian, on gram's device.
 
@@ -126,6 +127,7 @@ def cagrad_weights_device(
     :param iters: interior-point steps of the dual solver.
     :param rescale: 0 none, 1 divide by 1 + c², 2 divide by 1 + c.
     :param points: values of κ solved at once.
+    :param fused: the interior-point steps and linear solves as Triton kernels (``fused_ip``).
     """
     tasks = gram.shape[0]
     mean_weights = torch.full((tasks,), 1.0 / tasks, dtype=gram.dtype, device=gram.device)
@@ -137,7 +139,7 @@ def cagrad_weights_device(
         # diagonals bound every entry (|G_ij| <= sqrt(G_ii G_jj))
         valid = (scale > 0) & (scale < torch.inf)
         a = torch.where(valid, gram / scale, 0.0)  # no NaN below even for an invalid Gramian
-        w = cagrad_dual_device(a, c, iters, points)
+        w = cagrad_dual_device(a, c, iters, points, fused)
         g0_norm = torch.sqrt(a.mean().clamp(min=0) + EPS)
         gw_norm = torch.sqrt((w @ a @ w).clamp(min=0))
         lam = (c * g0_norm + EPS) / (gw_norm + EPS)
@@ -150,7 +152,11 @@ def cagrad_weights_device(
 
 
 def cagrad_dual_device(
-    a: Tensor, c: float, iters: int = CAGRAD_ITERS, points: int = CAGRAD_POINTS
+    a: Tensor,
+    c: float,
+    iters: int = CAGRAD_ITERS,
+    points: int = CAGRAD_POINTS,
+    fused: bool = False,
 ) -> Tensor:
     """The minimiser w [T] over the simplex of ``wᵀA b + s sqrt(wᵀA w + eps)``, b = 1/T and
     ``s = c sqrt(mean(A) + eps) + eps``, for a Gramian A normalised to mean diagonal 1.
@@ -171,7 +177,7 @@ def cagrad_dual_device(
     theta = kappa / (1 + kappa)
     eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     hessians = (1 - theta)[:, None, None] * a + _REG * eye
-    W, Z = simplex_qp_device(hessians, theta[:, None] * ab, iters)  # [K, T] each
+    W, Z = simplex_qp_device(hessians, theta[:, None] * ab, iters, fused)  # [K, T] each
     # the sign of κ s - sqrt(‖x(κ)‖² + eps) changes once, after the count of negative values
     q = ((W @ a) * W).sum(dim=1)
     below = (kappa * s < torch.sqrt(q.clamp(min=0) + EPS)).sum()
@@ -191,12 +197,14 @@ def cagrad_dual_device(
     w = w0 + t * dw
     # exact where the support of an end of the cell is the solution's (it is unless two
     # breakpoints of x(κ) fall in the cell): the first candidate that is optimal replaces w
-    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair])
+    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair], fused)
     w = _first_optimal(exact, optimal, w).clamp(min=0)
     return w / w.sum()
 
 
-def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tuple[Tensor, Tensor]:
+def _exact_on_supports(
+    a: Tensor, ab: Tensor, s: Tensor, support: Tensor, fused: bool = False
+) -> tuple[Tensor, Tensor]:
     """For each candidate support S [C, T] (bool): the dual's solution if it is supported on S,
     and whether that solution is optimal (C bools), with the host's tolerance ~1e-9.
 
@@ -209,8 +217,9 @@ def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tup
     """
     m = support.to(a.dtype)
     mm = m[:, :, None] * m[:, None, :]
-    chol, info = torch.linalg.cholesky_ex((a + 1.0) * mm + torch.diag_embed(1 - m))
-    uy = _cholesky_solve(chol, torch.stack([m, -ab * m], dim=2))  # [C, T, 2]
+    uy, factored = _spd_solve(
+        (a + 1.0) * mm + torch.diag_embed(1 - m), torch.stack([m, -ab * m], dim=2), fused
+    )  # [C, T, 2]
     u, y = uy[:, :, 0], uy[:, :, 1]
     u_sum, y_sum = u.sum(dim=1, keepdim=True), y.sum(dim=1, keepdim=True)
     p, r = u / u_sum, y - (y_sum / u_sum) * u  # w = p + κ r
@@ -224,7 +233,7 @@ def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tup
     reduced = ap + kappa * (ar + ab) + nu_p + kappa * nu_r
     scale = a.diagonal().amax() * (1 + kappa)
     feasible = (w >= -1e-9) & (support | (reduced >= -1e-9 * scale))
-    optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & (kappa[:, 0] > 0) & (info == 0)
+    optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & (kappa[:, 0] > 0) & factored
     return w, optimal
 
 
@@ -245,7 +254,21 @@ def _cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(chol.mT, y, upper=True)
 
 
-def simplex_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+def _spd_solve(matrices: Tensor, rhs: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
+    """X [..., T, R] with ``matrices @ X = rhs`` for positive definite ``matrices``
+    [..., T, T], and whether each factorisation succeeded [...]: a Cholesky factorisation and
+    two triangular solves, or with ``fused`` one Triton kernel (``fused_ip.spd_solve_fused``)."""
+    if fused:
+        from mtrl.surgery.aggregators.fused_ip import spd_solve_fused
+
+        return spd_solve_fused(matrices, rhs)
+    chol, info = torch.linalg.cholesky_ex(matrices)
+    return _cholesky_solve(chol, rhs), info == 0
+
+
+def simplex_qp_device(
+    hessians: Tensor, linear: Tensor, iters: int, fused: bool = False
+) -> tuple[Tensor, Tensor]:
     """Minimisers w [K, T] of ``½ wᵀ H_k w + p_kᵀ w`` over the simplex, for K problems at once,
     and their dual slacks z [K, T] (w_i > z_i marks the support).
 
@@ -256,7 +279,12 @@ def simplex_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Ten
 
     :param hessians: [K, T, T] positive definite.
     :param linear: [K, T].
+    :param fused: all the steps in one Triton kernel (``fused_ip.simplex_qp_fused``).
     """
+    if fused:
+        from mtrl.surgery.aggregators.fused_ip import simplex_qp_fused
+
+        return simplex_qp_fused(hessians, linear, iters)
     return _interior_point(hessians, linear, iters, simplex=True)
 
 
@@ -412,7 +440,7 @@ def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
     return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
 
 
-def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS) -> Tensor:
+def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS, fused: bool = False) -> Tensor:
     """MGDA's weights [T]: the minimiser over the simplex of wᵀA w (A = G Gᵀ), on gram's device.
 
     A is scaled to unit mean diagonal (the minimiser does not depend on the scale) and solved
@@ -433,18 +461,18 @@ def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS) -> Tensor:
     a = torch.nan_to_num(0.5 * (a + a.T), nan=0.0, posinf=0.0, neginf=0.0)
     eye = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
     hessian = (a + _REG * eye).unsqueeze(0)
-    W, Z = simplex_qp_device(hessian, torch.zeros_like(uniform).unsqueeze(0), iters)
+    W, Z = simplex_qp_device(hessian, torch.zeros_like(uniform).unsqueeze(0), iters, fused)
     w_ip = W[0].clamp(min=0)
     w_ip = w_ip / w_ip.sum()
     # two candidate supports: w_i > z_i, and the wider 10 w_i > z_i (a task whose weight is
     # tiny next to the others' converges slowly, e.g. one gradient 1e6 times the rest)
-    exact, optimal = _min_norm_on_support(a, torch.stack([W[0] > Z[0], 10 * W[0] > Z[0]]))
+    exact, optimal = _min_norm_on_support(a, torch.stack([W[0] > Z[0], 10 * W[0] > Z[0]]), fused)
     w = _first_optimal(exact, optimal, w_ip).clamp(min=0)
     w = w / w.sum()
     return torch.where(valid, w, uniform)
 
 
-def _min_norm_on_support(a: Tensor, supports: Tensor) -> tuple[Tensor, Tensor]:
+def _min_norm_on_support(a: Tensor, supports: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
     """The minimisers of wᵀA w over the simplex restricted to each support S [C, T] (bool),
     and whether each is optimal on the whole simplex: candidates [2C, T] and [2C] bools.
 
@@ -462,14 +490,14 @@ def _min_norm_on_support(a: Tensor, supports: Tensor) -> tuple[Tensor, Tensor]:
     base = (a + 1.0) * mm + torch.diag_embed(1 - m)
     matrices = torch.cat([base, base + _REG * torch.diag_embed(m)])
     m = torch.cat([m, m])
-    chol, info = torch.linalg.cholesky_ex(matrices)
-    u = _cholesky_solve(chol, m.unsqueeze(2)).squeeze(2) * m
+    u, factored = _spd_solve(matrices, m.unsqueeze(2), fused)
+    u = u.squeeze(2) * m
     w = u / u.sum(dim=1, keepdim=True)
     aw = w @ a
     value = (aw * w).sum(dim=1, keepdim=True)
     tol = _MGDA_KKT_TOL * a.diagonal().amax()
     feasible = (w >= -_MGDA_KKT_TOL) & (aw - value >= -tol)
-    optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & (info == 0)
+    optimal = feasible.all(dim=1) & torch.isfinite(w).all(dim=1) & factored
     return w, optimal
 
 
@@ -531,10 +559,10 @@ def _orthant_on_supports(
     the largest diagonal entry, and a successful factorisation."""
     m = supports.to(hessian.dtype)
     mm = m.unsqueeze(-1) * m.unsqueeze(-2)
-    chol, info = torch.linalg.cholesky_ex(hessian * mm + torch.diag_embed(1 - m))
-    x = _cholesky_solve(chol, (-linear * m).unsqueeze(-1)).squeeze(-1) * m
+    x, factored = _spd_solve(hessian * mm + torch.diag_embed(1 - m), (-linear * m).unsqueeze(-1))
+    x = x.squeeze(-1) * m
     reduced = x @ hessian + linear
     tol = _MGDA_KKT_TOL * hessian.diagonal().amax()
     feasible = (x >= -tol) & (supports | (reduced >= -tol))
-    optimal = feasible.all(dim=-1) & torch.isfinite(x).all(dim=-1) & (info == 0)
+    optimal = feasible.all(dim=-1) & torch.isfinite(x).all(dim=-1) & factored
     return x, optimal

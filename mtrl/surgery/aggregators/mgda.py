@@ -50,6 +50,7 @@ class MGDA(Weighting):
     paper = "Sener & Koltun 2018"
     device_solver = True
     compile_auto = True  # compiled on an H200: 4.27 vs 5.86 ms per update at T = 10
+    fusable = True  # fused and compiled on an H200: 3.13 vs 4.30 ms compiled at T = 10
 
     def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver
@@ -58,7 +59,7 @@ class MGDA(Weighting):
         return torch.from_numpy(min_norm_simplex(gram.numpy()))
 
     def device_weights(self, gram: Tensor) -> Tensor:
-        return mgda_weights_device(gram, MGDA_ITERS)
+        return mgda_weights_device(gram, MGDA_ITERS, self.fused_solver)
 
     def options(self) -> dict[str, Any]:
         return {"solver": self.solver}

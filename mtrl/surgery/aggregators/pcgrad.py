@@ -67,6 +67,7 @@ class PCGrad(Weighting):
     stochastic = True
     stateful = True  # the random generator of the task orders
     device_solver = True
+    compile_auto = True  # projections compiled on an H200: 1.79 vs 1.87 ms per update at T = 10
 
     def __init__(
         self,

@@ -1,0 +1,179 @@
+"""The simplex interior-point steps of the device solvers as one Triton kernel
+(``fused_solvers``).
+
+``device_solvers._interior_point`` launches about 44 kernels per step (9 compiled) and
+cuSOLVER/cuBLAS calls besides; replayed from a CUDA graph each costs about 2 us, which is
+what keeps CAGrad and MGDA at 2.3-2.8x a plain update on a GPU even compiled (BENCHMARKS.md).
+Here every step of every problem runs in one launch: one program per problem holds its T x T
+matrix in registers and inverts each step's Newton matrix by the sweep operator (symmetric
+Gauss-Jordan: no pivoting, which a positive definite matrix does not need), so a solve is one
+kernel whatever its number of steps. The support steps' small systems go through a second
+kernel the same way (``spd_solve_fused``).
+
+The steps are those of ``_interior_point`` with the simplex (the same start, predictor,
+corrector and step lengths); the tests run these kernels in Triton's interpreter on the CPU
+(``TRITON_INTERPRET=1``) and compiled on a GPU, against the torch solvers and the host's.
+On a GPU the kernel's fused multiply-adds let the iterates converge past where the torch
+solver's rounding stalls them (an inactive weight 1e-23 against 1e-14 after 12 steps), so
+the two agree in the objective (1e-9), not bit for bit. The orthant problems of UPGrad and
+DualProj are not fused: with an orthant variant of this kernel an H200 gave UPGrad
+directions 0.36 (relative) off the exact ones where T > P, which the interpreter does not
+reproduce. Needs the ``triton`` package (it comes with torch's CUDA builds;
+``mtrl-bench[fused]`` installs it for the CPU tests).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+TAU = 0.99
+"""``device_solvers._TAU``: the fraction of the step to the boundary an interior step takes."""
+
+
+@triton.jit
+def _step_to_boundary(v, dv, live, fraction: tl.constexpr):
+    """min(1, fraction x the largest α keeping v + α dv >= 0) over the live entries, as a
+    vector of equal entries (the fraction made in float64: a float literal would be float32)."""
+    most_negative = tl.min(tl.where(live, dv / v, 0.0), axis=0)
+    minus = tl.full(v.shape, -fraction, tl.float64)
+    return minus / tl.minimum(most_negative, minus)
+
+
+@triton.jit
+def _sweep(matrix, tasks, idx):
+    """Minus the inverse of a positive definite ``matrix`` [BLOCK, BLOCK] (its first ``tasks``
+    rows and columns; the rest the identity, left as it is) by sweeping every pivot, and the
+    smallest pivot (positive exactly where a Cholesky factorisation succeeds, up to rounding;
+    NaN if any is), as a vector of equal entries."""
+    rows = idx[:, None]
+    cols = idx[None, :]
+    smallest = tl.zeros(idx.shape, tl.float64) + float("inf")
+    for j in range(tasks):
+        col = tl.sum(tl.where(cols == j, matrix, 0.0), axis=1)
+        pivot = tl.sum(tl.where(idx == j, col, 0.0), axis=0)
+        smallest = tl.minimum(smallest, pivot, propagate_nan=tl.PropagateNan.ALL)
+        at_row, at_col = rows == j, cols == j
+        edge = tl.where(at_col, col[:, None], col[None, :]) / pivot
+        swept = matrix - col[:, None] * (col / pivot)[None, :]
+        matrix = tl.where(at_row & at_col, -1.0 / pivot, tl.where(at_row | at_col, edge, swept))
+    return matrix, smallest
+
+
+@triton.jit
+def _simplex_kernel(
+    h_ptr, p_ptr, x_ptr, z_ptr, tasks, iters, BLOCK: tl.constexpr, FRACTION: tl.constexpr
+):
+    """One program per problem: ``iters`` Mehrotra steps of ``min ½ xᵀH x + pᵀx`` over the
+    simplex from x = 1/T, z = 1 (``device_solvers._interior_point`` with ``simplex``)."""
+    k = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, BLOCK)
+    live = idx < tasks
+    rows = idx[:, None]
+    cols = idx[None, :]
+    eye = rows == cols
+    hessian = tl.load(
+        h_ptr + k * tasks * tasks + rows * tasks + cols,
+        mask=live[:, None] & live[None, :],
+        other=0.0,
+    ).to(tl.float64)
+    lin = tl.load(p_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)  # p + ν
+    one = tl.full([BLOCK], 1.0, tl.float64)
+    count = tl.sum(tl.where(live, one, 0.0), axis=0)
+    x = tl.where(live, one / count, one)
+    z = one
+    for _ in range(iters):
+        grad = tl.where(live, tl.sum(hessian * x[None, :], axis=1) + lin, 0.0)  # Hx + p + ν
+        # minus the inverse of M = H + Z/X (padding: the identity)
+        scaled = hessian + tl.where(eye, tl.where(live, z / x, 1.0)[:, None], 0.0)
+        inv, _ = _sweep(scaled, tasks, idx)
+        xz = tl.where(live, x * z, 0.0)
+        mu = tl.sum(xz, axis=0) / count
+        # predictor (affine scaling): the right side is the gradient; Δν from 1ᵀΔx = 0
+        v = -tl.sum(tl.where(live[None, :], inv, 0.0), axis=1)  # M⁻¹ 1
+        v_sum = tl.sum(tl.where(live, v, 0.0), axis=0)
+        u = -tl.sum(inv * grad[None, :], axis=1)
+        dx = tl.where(live, (tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum) * v - u, 0.0)
+        dz = (xz + z * dx) / -x
+        alpha_x = _step_to_boundary(x, dx, live, 1.0)
+        alpha_z = _step_to_boundary(z, dz, live, 1.0)
+        affine = tl.where(live, (x + alpha_x * dx) * (z + alpha_z * dz), 0.0)
+        ratio = tl.sum(affine, axis=0) / count / mu
+        sigma_mu = ratio * ratio * ratio * mu
+        # corrector: centring plus the second-order term of the predictor
+        comp = tl.where(live, xz + dx * dz - sigma_mu, 0.0)
+        u = -tl.sum(inv * tl.where(live, grad - z + comp / x, 0.0)[None, :], axis=1)
+        t = tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum  # -Δν
+        dx = tl.where(live, t * v - u, 0.0)
+        dz = (comp + z * dx) / -x
+        alpha_x = _step_to_boundary(x, dx, live, FRACTION)
+        alpha_z = _step_to_boundary(z, dz, live, FRACTION)
+        x = x + alpha_x * dx
+        z = z + alpha_z * dz
+        lin = lin - alpha_z * t
+    tl.store(x_ptr + k * tasks + idx, x, mask=live)
+    tl.store(z_ptr + k * tasks + idx, z, mask=live)
+
+
+def simplex_qp_fused(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+    """``device_solvers.simplex_qp_device`` in one kernel launch: the minimisers w and dual
+    slacks z [K, T] of ``½ wᵀH_k w + p_kᵀw`` over the simplex, for positive definite
+    ``hessians`` [K, T, T] (or [1, T, T], shared) and ``linear`` [K, T], float64."""
+    problems, tasks = linear.shape
+    hessians = hessians.expand(problems, tasks, tasks).contiguous()
+    linear = linear.contiguous()
+    x, z = torch.empty_like(linear), torch.empty_like(linear)
+    block = max(16, triton.next_power_of_2(tasks))
+    _simplex_kernel[(problems,)](
+        hessians, linear, x, z, tasks, iters, BLOCK=block, FRACTION=TAU, num_warps=_warps(block)
+    )
+    return x, z
+
+
+@triton.jit
+def _spd_solve_kernel(m_ptr, r_ptr, out_ptr, ok_ptr, tasks, RHS: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per system: X = M⁻¹ R for its ``RHS`` right sides, and whether every
+    pivot was positive."""
+    k = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, BLOCK)
+    live = idx < tasks
+    rows = idx[:, None]
+    cols = idx[None, :]
+    matrix = tl.load(
+        m_ptr + k * tasks * tasks + rows * tasks + cols,
+        mask=live[:, None] & live[None, :],
+        other=0.0,
+    ).to(tl.float64)
+    matrix = tl.where((rows == cols) & ~live[:, None], 1.0, matrix)
+    inv, pivots = _sweep(matrix, tasks, idx)
+    smallest = tl.min(pivots, axis=0)
+    for r in tl.static_range(RHS):
+        rhs = tl.load(r_ptr + (k * tasks + idx) * RHS + r, mask=live, other=0.0).to(tl.float64)
+        tl.store(
+            out_ptr + (k * tasks + idx) * RHS + r, -tl.sum(inv * rhs[None, :], axis=1), mask=live
+        )
+    # a NaN pivot fails too, as it fails a Cholesky factorisation
+    tl.store(ok_ptr + k, ((smallest > 0) & (smallest < float("inf"))).to(tl.int8))
+
+
+def spd_solve_fused(matrices: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """X [..., T, R] with ``matrices @ X = rhs`` for positive definite ``matrices`` [..., T, T]
+    (float64), in one kernel launch, and whether each factorisation succeeded [...] (bool):
+    what ``cholesky_ex`` and two triangular solves give, with the sweep operator instead."""
+    batch, tasks, columns = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
+    matrices = matrices.expand(*batch, tasks, tasks).reshape(-1, tasks, tasks).contiguous()
+    flat = rhs.reshape(-1, tasks, columns).contiguous()
+    out = torch.empty_like(flat)
+    ok = torch.empty(flat.shape[0], dtype=torch.int8, device=flat.device)
+    block = max(16, triton.next_power_of_2(tasks))
+    _spd_solve_kernel[(flat.shape[0],)](
+        matrices, flat, out, ok, tasks, RHS=columns, BLOCK=block, num_warps=_warps(block)
+    )
+    return out.reshape(rhs.shape), (ok != 0).reshape(batch)  # Inductor takes no int8 -> bool view
+
+
+def _warps(block: int) -> int:
+    """Warps per program: one per 512 entries of the [BLOCK, BLOCK] tile, 1 to 8."""
+    return max(1, min(8, block * block // 512))

@@ -1,0 +1,164 @@
+"""The interior-point solvers' Triton kernels (``fused_solvers``) against the torch solvers they
+replace: the same steps, so the same answers to rounding. On a machine without a GPU the
+kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set by the tests' conftest
+before triton is imported); on a GPU they are compiled and run there."""
+
+import pytest
+import torch
+from matrices import random_G
+
+pytest.importorskip("triton", reason="the fused solvers' kernels need triton (mtrl-bench[fused])")
+
+from mtrl.config import resolve_config
+from mtrl.errors import MtrlError
+from mtrl.surgery import get_aggregator
+from mtrl.surgery.aggregators import device_solvers
+from mtrl.surgery.aggregators.cagrad import CAGrad
+from mtrl.surgery.aggregators.device_solvers import (
+    _REG,
+    cagrad_weights_device,
+    mgda_weights_device,
+    simplex_qp_device,
+)
+from mtrl.surgery.aggregators.fused_ip import spd_solve_fused
+from mtrl.surgery.aggregators.qp import min_norm_simplex
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+F64 = {"dtype": torch.float64, "device": DEVICE}
+
+
+def hessians(problems: int, tasks: int, params: int, seed: int) -> torch.Tensor:
+    """[K, T, T] Gramians at unit mean diagonal plus the solvers' regulariser: singular where
+    T > params, as the Gramians of more tasks than parameters are."""
+    G = torch.stack([random_G(tasks, params, seed + k) for k in range(problems)]).to(DEVICE)
+    H = G @ G.mT
+    H = H / H.diagonal(dim1=1, dim2=2).mean(dim=1)[:, None, None]
+    return H + _REG * torch.eye(tasks, **F64)
+
+
+@pytest.mark.parametrize(("tasks", "params"), [(3, 5), (10, 40), (10, 4), (50, 20)])
+def test_fused_simplex_steps_reach_the_torch_solvers_objective(tasks, params):
+    """The torch solver's steps: the same objective to 1e-9, and in the interpreter the same
+    iterates to rounding where the Newton systems are well conditioned. (Where the Gramian is
+    singular, T > P, rounding moves the iterates along its null space; on a GPU the kernel's
+    fused multiply-adds let them converge past where the torch solver's rounding stalls.)"""
+    problems = 1 if tasks == 50 else 4
+    H = hessians(problems, tasks, params, seed=tasks + params)
+    gen = torch.Generator().manual_seed(tasks)
+    p = 0.3 * torch.randn(problems, tasks, generator=gen, dtype=torch.float64).to(DEVICE)
+    expected = simplex_qp_device(H, p, 12)
+    fused = simplex_qp_device(H, p, 12, fused=True)
+    objectives = [
+        0.5 * ((x.unsqueeze(1) @ H).squeeze(1) * x).sum(dim=1) + (p * x).sum(dim=1)
+        for x in (expected[0], fused[0])
+    ]
+    assert objectives[0].abs().max() > 1e-3  # a solved problem, not zeros on both sides
+    assert torch.allclose(objectives[1], objectives[0], rtol=1e-9, atol=1e-12)
+    if params >= tasks and DEVICE == "cpu":
+        for want, got in zip(expected, fused, strict=True):
+            assert torch.allclose(got, want, rtol=1e-9, atol=1e-11)
+
+
+def test_fused_spd_solve_equals_cholesky_and_reports_failed_factorisations():
+    H = hessians(3, 6, 9, seed=1)
+    rhs = torch.randn(3, 6, 2, **F64)
+    x, ok = spd_solve_fused(H, rhs)
+    want, ok_want = device_solvers._spd_solve(H, rhs)
+    assert ok.tolist() == ok_want.tolist() == [True] * 3
+    assert torch.allclose(x, want, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(H @ x, rhs, atol=1e-9)
+    indefinite = H.clone()
+    indefinite[1] -= 2.0 * torch.eye(6, **F64)  # eigenvalues below 0
+    indefinite[2, 0, 0] = torch.nan
+    assert spd_solve_fused(indefinite, rhs)[1].tolist() == [True, False, False]
+    # (cuSOLVER's cholesky_ex reports the NaN matrix factored: the callers' finite checks
+    # reject its solution; the kernel flags it)
+    assert device_solvers._spd_solve(indefinite, rhs)[1].tolist()[:2] == [True, False]
+    # a batch of batches, one matrix broadcast against several right sides
+    x, ok = spd_solve_fused(H[0].expand(2, 3, 6, 6), torch.randn(2, 3, 6, 1, **F64))
+    assert x.shape == (2, 3, 6, 1) and ok.shape == (2, 3) and ok.all()
+
+
+def host_directions(G: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The host solvers' directions (CPU, float64): CAGrad's (c = 0.5, SLSQP) and MGDA's
+    (exact NNLS)."""
+    G = G.cpu()
+    gram = G @ G.T
+    return {
+        "cagrad": CAGrad(c=0.5).weights(gram) @ G,
+        "mgda": torch.from_numpy(min_norm_simplex(gram.numpy())) @ G,
+    }
+
+
+def device_directions(G: torch.Tensor, fused: bool) -> dict[str, torch.Tensor]:
+    """The device solvers' directions, with the torch solvers or the Triton kernels."""
+    gram = G @ G.T
+    directions = {
+        "cagrad": cagrad_weights_device(gram, 0.5, points=16, fused=fused) @ G,
+        "mgda": mgda_weights_device(gram, fused=fused) @ G,
+    }
+    return {name: d.cpu() for name, d in directions.items()}
+
+
+def assert_both_match_the_host(G: torch.Tensor) -> None:
+    """The torch solvers and the Triton kernels both give the host's MGDA direction within
+    1e-8 of the largest gradient; CAGrad's two agree (SLSQP is less exact than either where
+    one task dominates, see test_device_solvers). Each error is named in the message."""
+    size = float(G.norm(dim=1).max())
+    host = host_directions(G)
+    found = {fused: device_directions(G.to(DEVICE), fused) for fused in (False, True)}
+    for name, want in host.items():
+        errors = {fused: float((d[name] - want).norm()) / size for fused, d in found.items()}
+        message = f"{name} T={G.shape[0]}: torch {errors[False]:.1e}, fused {errors[True]:.1e}"
+        if name == "cagrad":  # SLSQP is off where one task dominates: against the torch solver
+            assert cosine(found[True][name], found[False][name]) >= 1 - 1e-9, message
+        else:
+            assert max(errors.values()) <= 1e-8, message
+
+
+@pytest.mark.parametrize(("tasks", "params"), [(5, 40), (10, 6)])
+def test_fused_solvers_give_the_host_solvers_directions(tasks, params):
+    G = random_G(tasks, params, seed=tasks)
+    G[: tasks // 3] *= -1  # conflicting tasks
+    assert_both_match_the_host(G)
+
+
+def test_fused_solvers_on_degenerate_gramians():
+    gen = torch.Generator().manual_seed(3)
+    a, b, c = torch.randn(3, 30, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(30, dtype=torch.float64)
+    for G in (  # duplicate, opposite and zero tasks; one 1e6 times the others; T > P
+        torch.stack([a, a, b, b]),
+        torch.stack([a, -a, b]),
+        torch.stack([a, zero, b]),
+        torch.stack([1e6 * a, b, c]),
+        torch.randn(12, 2, generator=gen, dtype=torch.float64),
+    ):
+        assert_both_match_the_host(G)
+
+
+def test_fused_solvers_setting():
+    from mtrl.agents.graphed import fuses_solver
+
+    def fused(name: str, setting: bool | str, tasks: int = 10) -> bool:
+        return fuses_solver(get_aggregator(name, solver="device"), setting, tasks)
+
+    assert all(fused(m, "auto") for m in ("cagrad", "mgda"))
+    # no simplex interior-point steps; UPGrad's and DualProj's orthant steps are not fused
+    assert not any(fused(m, "auto") for m in ("pcgrad", "imtl-g", "upgrad", "dualproj"))
+    assert not fused("cagrad", False)
+    # auto: up to 16 tasks (at T = 50 the kernels were slower on an H200); true: any number
+    assert fused("cagrad", "auto", 16) and not fused("cagrad", "auto", 17)
+    assert fused("cagrad", True, 50)
+    for overrides in (
+        ["fused_solvers=true"],
+        ["device=cuda", "compile=false", "fused_solvers=true"],
+    ):
+        with pytest.raises(MtrlError, match="fused_solvers=true needs device=cuda and compile"):
+            resolve_config("quickstart", overrides)
+    assert resolve_config("quickstart", []).fused_solvers == "auto"
