@@ -155,9 +155,9 @@ class TrainConfig:
     compile_solvers: AutoBool = "auto"
     """In an update captured in a CUDA graph (``compile``), also compile the aggregator's
     device solver with torch.compile, which fuses its small ops into fewer kernels: ``auto``
-    (the solvers a GPU measured faster compiled: CAGrad's, MGDA's and PCGrad's projections
-    after its random draws; on an H200 3.6, 4.3 and 1.79 ms per update instead of 5.7, 5.9 and
-    1.87 at T = 10, BENCHMARKS.md), ``true`` (every device solver: also UPGrad's and
+    (the solvers a GPU measured faster compiled: CAGrad's, MGDA's, UPGrad's and PCGrad's
+    projections after its random draws; on an H200 3.6, 4.3, 4.2 and 1.79 ms per update instead
+    of 5.7, 5.9, 6.2 and 1.87 at T = 10, BENCHMARKS.md), ``true`` (every device solver: also
     DualProj's; needs device=cuda and compile on) or ``false``. It compiles for seconds in the
     first update (15 s for MGDA on the H200, cached on disk for later runs); a failed compile
     warns once and the solver runs uncompiled."""

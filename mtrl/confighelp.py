@@ -100,6 +100,7 @@ def aggregators_text() -> str:
         traits += [t for t in ("stochastic", "stateful") if getattr(cls, t)]
         traits.append("device" if cls.device_solver else "host")
         traits += ["graph"] if get_aggregator(name).capturable() else []
+        traits += ["fused"] if cls.fusable else []
         paper = f"; {cls.paper}" if cls.paper else ""
         lines.append(f"{name}: {description} ({', '.join(traits)}{paper})")
         specs = option_specs(name).values()
@@ -121,6 +122,7 @@ def aggregators_text() -> str:
         "graph: an update with it is captured in a CUDA graph on a GPU (compile=auto); "
         "surgery.solver=auto takes the device solver there"
     )
+    lines.append("fused: its solver runs as Triton kernels in a captured update (fused_solvers)")
     lines.append("use: mtrl train EXPERIMENT surgery=NAME surgery.OPTION=VALUE")
     return "\n".join(lines)
 

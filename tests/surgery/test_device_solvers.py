@@ -322,7 +322,7 @@ def test_solver_options_are_validated_and_listed():
         where = re.search(r", (device|host)[,;)]", lines[name]).group(1)
         assert (where == "device") == aggregator_class(name).device_solver, name
         assert (", graph" in lines[name]) == get_aggregator(name).capturable(), name
-    assert ", device, graph;" in lines["pcgrad"] and ", device, graph;" in lines["mgda"]
+    assert ", device, graph;" in lines["pcgrad"] and ", device, graph, fused;" in lines["mgda"]
     assert ", device;" in lines["imtl-g"]  # eigh: not under capture
     assert ", device;" in lines["graddrop"]  # its own generator: not captured
     assert (

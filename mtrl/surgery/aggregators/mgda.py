@@ -36,7 +36,7 @@ class MGDA(Weighting):
 
     :param solver: where the QP is solved: ``host`` (NNLS, after copying the Gramian to the
         CPU: a sync on a GPU), ``device`` (tensor ops on the gradients' device, no sync; the
-        ops of CAGrad's device solver, capture of this path not checked on a GPU) or ``auto``
+        ops of CAGrad's device solver, captured and checked on an H200) or ``auto``
         (the device in an update replayed from a CUDA graph, ``compile``; else the host).
 
     The device path (``mgda_weights_device``) runs a fixed number of interior-point steps
