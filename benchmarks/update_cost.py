@@ -272,12 +272,13 @@ def check_graph_equals_eager(
     fused_solvers: bool = False,
 ) -> float:
     """Largest parameter difference between ``updates`` eager updates and as many through the
-    CUDA graph (warm-up, capture, replays), from one state and one random stream; with
-    ``fused_solvers`` the eager updates run the same Triton kernels (rounding differences from
-    the torch solvers become steps of up to lr through Adam on parameters whose gradient is
-    ~0, which would hide what this checks: the capture)."""
+    CUDA graph (warm-up, capture, replays), from one state and one random stream. The eager
+    updates run the same solvers, compiled and fused as the graph's (rounding differences
+    between solvers become steps of up to lr through Adam on parameters whose gradient is ~0,
+    which would hide what this checks: the capture)."""
     agent = make_agent(method, tasks, device, "graph")[0]
     for aggregator in agent.aggregators.values():
+        aggregator.compile_solver = compile_solvers and _compiles(method)
         aggregator.fused_solver = fused_solvers and aggregator.fusable
     graphed = copy.deepcopy(agent)
     update = graph_update(graphed, compile_solvers, fused_solvers)

@@ -78,43 +78,39 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
     assert torch.isfinite(metrics[-1]["critic_loss"]).all()
 
 
-@pytest.mark.parametrize("method", ["cagrad", "mgda", "pcgrad"])
-def test_compiled_solvers_are_captured_and_replay_what_eager_updates_compute(method):
-    eager = mt10_agent("mt10-mtsac", f"surgery={method}", "surgery.solver=device")
-    graphed = copy.deepcopy(eager)
-    update = GraphedUpdate(graphed, compile_solvers=True)
-    data = batches(8)
-    for fn in (eager.update, update):
-        torch.cuda.manual_seed(3)
-        for b in data:
-            fn(b)
-    assert update.graph is not None and not update.failed
-    assert all(a.compile_solver for a in graphed.aggregators.values())  # compiled, no fallback
-    assert max_difference(eager, graphed) <= 1e-5
-
-
 @pytest.mark.parametrize(
-    ("method", "compiled"),
-    [("cagrad", False), ("cagrad", True), ("mgda", False), ("mgda", True)],
+    ("method", "compiled", "fused"),
+    [
+        ("cagrad", True, False),
+        ("mgda", True, False),
+        ("pcgrad", True, False),
+        ("cagrad", False, True),
+        ("cagrad", True, True),
+        ("mgda", False, True),
+        ("mgda", True, True),
+    ],
 )
-def test_fused_solvers_are_captured_and_replay_what_the_torch_solvers_compute(method, compiled):
-    """The Triton kernels (fused_ip) in a captured update, compiled around or not, against
-    eager updates with the same kernels. (Against the torch solvers the weights differ in
-    rounding, which Adam turns into steps of up to lr on parameters whose gradient is ~0;
-    test_fused_solvers checks the solvers themselves against the host's.)"""
+def test_compiled_and_fused_solvers_are_captured_and_replay_what_eager_updates_compute(
+    method, compiled, fused
+):
+    """Solvers compiled (compile_solvers) and/or run as Triton kernels (fused_solvers, fused_ip)
+    in a captured update, against eager updates with the same solvers. (Against other solvers
+    the weights differ in rounding, which Adam turns into steps of up to lr on parameters
+    whose gradient is ~0; the solvers themselves are checked against each other and the
+    host's by test_compiled_solvers and test_fused_solvers.)"""
     eager = mt10_agent("mt10-mtsac", f"surgery={method}", "surgery.solver=device")
     for aggregator in eager.aggregators.values():
-        aggregator.fused_solver = True
+        aggregator.compile_solver, aggregator.fused_solver = compiled, fused
     graphed = copy.deepcopy(eager)
-    update = GraphedUpdate(graphed, compile_solvers=compiled, fused_solvers=True)
+    update = GraphedUpdate(graphed, compile_solvers=compiled, fused_solvers=fused)
     data = batches(8)
     for fn in (eager.update, update):
         torch.cuda.manual_seed(3)
         for b in data:
             fn(b)
     assert update.graph is not None and not update.failed
-    assert all(a.fused_solver for a in graphed.aggregators.values())
-    assert all(a.compile_solver == compiled for a in graphed.aggregators.values())
+    for aggregator in graphed.aggregators.values():  # as asked, no fallback
+        assert (aggregator.compile_solver, aggregator.fused_solver) == (compiled, fused)
     assert max_difference(eager, graphed) <= 1e-5
 
 

@@ -58,8 +58,9 @@ class GraphedUpdate:
     :param compile_solvers: compile the aggregators' device solvers with torch.compile
         (``Weighting``): true, false or auto (``compiles_solver``); they compile in the first
         warm-up update.
-    :param fused_solvers: run the interior-point solvers' steps as Triton kernels: true, false
-        or auto (``fuses_solver``).
+    :param fused_solvers: run the simplex interior-point solvers as Triton kernels: true,
+        false or auto (``fuses_solver``); without the ``triton`` package none are (true warns
+        once).
     """
 
     def __init__(
@@ -71,6 +72,13 @@ class GraphedUpdate:
     ) -> None:
         if not agent.capturable:
             agent.make_capturable()
+        if fused_solvers is not False and triton_missing():
+            if fused_solvers is True:
+                print(
+                    "warning: fused_solvers=true: the solvers run unfused (no triton package)",
+                    file=sys.stderr,
+                )
+            fused_solvers = False
         for aggregator in agent.aggregators.values():
             aggregator.in_cuda_graph = True  # solver=auto: the device solvers, captured
             # compiled in the eager warm-ups
@@ -152,21 +160,11 @@ of 11.5 at T = 50, where each problem's 64 x 64 tile is swept pivot by pivot (BE
 
 def fuses_solver(aggregator: Aggregator, fused_solvers: bool | str, tasks: int) -> bool:
     """Whether a captured update of ``tasks`` tasks runs ``aggregator``'s interior-point steps
-    and linear solves as Triton kernels (``fused_ip``): where it has them (``fusable``) and the
-    ``triton`` package is installed (true warns where it is not), with true always, with auto
-    up to ``FUSED_AUTO_TASKS`` tasks; none with false."""
+    and linear solves as Triton kernels (``fused_ip``), where it has them (``fusable``): with
+    true always, with auto up to ``FUSED_AUTO_TASKS`` tasks, with false never."""
     if fused_solvers is False or not aggregator.fusable:
         return False
-    if fused_solvers == "auto" and tasks > FUSED_AUTO_TASKS:
-        return False
-    if triton_missing():
-        if fused_solvers is True:
-            print(
-                "warning: fused_solvers=true: the solvers run unfused (no triton package)",
-                file=sys.stderr,
-            )
-        return False
-    return True
+    return fused_solvers is True or tasks <= FUSED_AUTO_TASKS
 
 
 def triton_missing() -> bool:
