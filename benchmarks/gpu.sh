@@ -44,7 +44,8 @@ for step in $STEPS; do
         run 60 python3 -m pytest -q -p no:cacheprovider tests/surgery/test_fused_solvers.py
         run 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k fused
         run 200 python3 benchmarks/update_cost.py --device cuda --rounds 10 --tasks 10 \
-            --methods ${FUSED:-pcgrad cagrad mgda upgrad} --fused-solvers --compile-solvers
+            --methods ${FUSED:-pcgrad cagrad mgda upgrad} --fused-solvers --compile-solvers \
+            --profile
         run 140 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
             --steps "${TSTEPS:-3000}" --methods cagrad --paths graph fused fused+c ;;
     solvers)  # the graph with the device solvers compiled by torch.compile (Triton compiles

@@ -17,6 +17,7 @@ per-task gradients), checked first to give the same parameters as ``mean``.
     python benchmarks/update_cost.py --ops-only      # only count each update's ops (seconds)
     python benchmarks/update_cost.py --device cuda --compile-solvers   # + compiled solvers
     python benchmarks/update_cost.py --device cuda --fused-solvers     # + Triton solvers
+    python benchmarks/update_cost.py --device cuda --profile   # each graph's costliest kernels
 
 Before the timing it counts each method's aten ops per update as a CUDA graph records them
 (device solvers, deferred finite checks; views, which launch nothing, left out): replayed from
@@ -204,6 +205,32 @@ def _profiled_kernels(update: Callable[[], object]) -> int:
     return sum(1 for event in prof.events() if event.device_type == DeviceType.CUDA)
 
 
+def print_kernel_profile(name: str, update: Callable[[], object], replays: int = 5) -> None:
+    """The GPU kernels of ``replays`` calls of ``update`` (a graph variant) by total time, as
+    torch.profiler records them: per call the kernel count, the summed kernel time, and the
+    eight costliest kernels (launches and us per call); where the time goes once launches are
+    replayed from a graph."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            update()
+        torch.cuda.synchronize()
+    totals: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == DeviceType.CUDA:
+            entry = totals.setdefault(event.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += event.time_range.elapsed_us()
+    count = sum(n for n, _ in totals.values()) / replays
+    busy = sum(us for _, us in totals.values()) / replays
+    print(f"profile {name}: {count:.0f} kernels, {busy:.0f} us of kernel time per update")
+    for kernel, (n, us) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:8]:
+        print(f"    {us / replays:8.1f} us  {n / replays:6.1f} x  {kernel[:90]}")
+
+
 def print_ops(methods: list[str], tasks: int, device: torch.device, network: str) -> None:
     """One line: each method's ops per update and its extra over ``mean``; on a GPU a second
     line with the kernels it launches (torch.profiler)."""
@@ -363,6 +390,7 @@ def bench(
     inductor: bool = False,
     compile_solvers: bool = False,
     fused_solvers: bool = False,
+    profile: bool = False,
 ) -> dict[str, float]:
     """Median seconds per update of every method (``NAME`` on the fast path, ``NAME/eager`` on
     the eager one for methods with per-task gradients, ``NAME/graph`` replayed from a CUDA
@@ -370,7 +398,8 @@ def bench(
     (``compiled_plain``); with ``compile_solvers`` also ``NAME/graph+c``, the graph with the
     device solvers compiled (``compile_solvers=true``; PCGrad's after its random draws); with
     ``fused_solvers`` also ``NAME/graph+f``, with the interior-point solvers as Triton kernels
-    (and ``NAME/graph+fc`` with both)."""
+    (and ``NAME/graph+fc`` with both); ``profile`` prints each graph variant's kernels
+    (``print_kernel_profile``) before the timing."""
     agents = {m: make_agent(m, tasks, device, network=network) for m in methods}
     agents |= {
         f"{m}/eager": make_agent(m, tasks, device, "eager", network)
@@ -402,6 +431,13 @@ def bench(
                             f"{key}: compile, warm-up and capture {time.perf_counter() - start:.1f} s"
                         )
                     fns[key] = lambda u=update: u(batch)
+    if profile:
+        for key, fn in fns.items():
+            if "/graph" in key:
+                try:
+                    print_kernel_profile(key, fn)
+                except Exception as exc:  # a profiler without CUPTI, say: the timing still runs
+                    print(f"profile {key}: not profiled ({type(exc).__name__}: {exc})")
     if inductor:
         fns["plain/inductor"] = compiled_plain(agents["mean"][0], batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -482,14 +518,24 @@ def main(argv: list[str] | None = None) -> None:
         "(fused_solvers=true)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="GPU: print each graph variant's costliest kernels (torch.profiler) before timing",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=None,
         help="aggregators to time besides plain and mean (default: every registered one)",
     )
     args = parser.parse_args(argv)
-    if (args.compile_solvers or args.fused_solvers) and not args.device.startswith("cuda"):
-        parser.error("--compile-solvers and --fused-solvers time CUDA-graph updates: --device cuda")
+    if (args.compile_solvers or args.fused_solvers or args.profile) and not args.device.startswith(
+        "cuda"
+    ):
+        parser.error(
+            "--compile-solvers, --fused-solvers and --profile are about CUDA-graph updates: "
+            "they need --device cuda"
+        )
     names = args.methods or [n for n in list_aggregators() if n != "mean"]
     methods = ["plain", "mean", *[n for n in names if n not in ("plain", "mean")]]
     if args.threads:
@@ -532,6 +578,7 @@ def main(argv: list[str] | None = None) -> None:
             args.inductor,
             args.compile_solvers,
             args.fused_solvers,
+            args.profile,
         )
         print_table(times, methods, targets, graphs)
         for m in methods:

@@ -28,7 +28,9 @@ step as counted by the tests' dispatch mode: 1033 at the default 16 steps); IMTL
 one of them the eigendecomposition; UPGrad and DualProj: their T or one projections through
 interior-point steps over the positive orthant at once, then a support step (112 aten ops
 around 47 per step: 1052 at the default 20 steps). Views are counted here; the kernels among
-them are 44 per step with the simplex, 36 without.
+them are 44 per step with the simplex, 36 without. With ``fused`` (CAGrad, MGDA) the simplex
+steps run as one Triton kernel per solve and the support steps' systems as another
+(``fused_ip``), for GPUs.
 """
 
 from __future__ import annotations
