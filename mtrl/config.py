@@ -164,10 +164,11 @@ class TrainConfig:
     fused_solvers: AutoBool = "auto"
     """In an update captured in a CUDA graph (``compile``), run CAGrad's and MGDA's
     interior-point steps as one Triton kernel per solve instead of about 44 small kernels per
-    step (``fused_ip``; the ``triton`` package comes with torch's CUDA builds): ``auto`` (up to
-    16 tasks, where an H200 measured it faster: CAGrad's update 2.85 ms fused and compiled
-    instead of 3.56 compiled at T = 10; at T = 50 the kernel is slower), ``true`` (at any T,
-    warning where triton is missing; needs device=cuda and compile on) or ``false``."""
+    step (``fused_ip``; the ``triton`` package comes with torch's CUDA builds): ``auto``
+    (CAGrad's, up to 16 tasks, where an H200 measured it faster: 2.85 ms per update fused and
+    compiled instead of 3.56 compiled at T = 10; at T = 50 the kernel is slower), ``true``
+    (CAGrad's and MGDA's at any T, warning where triton is missing; needs device=cuda and
+    compile on) or ``false``."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0

@@ -150,9 +150,10 @@ def test_fused_solvers_setting():
     def fused(name: str, setting: bool | str, tasks: int = 10) -> bool:
         return fuses_solver(get_aggregator(name, solver="device"), setting, tasks)
 
-    assert all(fused(m, "auto") for m in ("cagrad", "mgda"))
-    # no simplex interior-point steps; UPGrad's and DualProj's orthant steps are not fused
-    assert not any(fused(m, "auto") for m in ("pcgrad", "imtl-g", "upgrad", "dualproj"))
+    # auto: CAGrad (measured faster on an H200, training updates matching the torch solver's);
+    # true: MGDA too; no kernels for the rest (UPGrad's and DualProj's orthant steps not fused)
+    assert fused("cagrad", "auto") and not fused("mgda", "auto") and fused("mgda", True)
+    assert not any(fused(m, True) for m in ("pcgrad", "imtl-g", "upgrad", "dualproj"))
     assert not fused("cagrad", False)
     # auto: up to 16 tasks (at T = 50 the kernels were slower on an H200); true: any number
     assert fused("cagrad", "auto", 16) and not fused("cagrad", "auto", 17)

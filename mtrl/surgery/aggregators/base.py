@@ -101,6 +101,9 @@ class Aggregator:
     fusable: ClassVar[bool] = False
     """Whether the device solver has Triton kernels for ``fused_solver``: the simplex
     interior-point solvers of CAGrad and MGDA (``fused_ip``)."""
+    fused_auto: ClassVar[bool] = False
+    """Whether ``fused_solvers=auto`` fuses this aggregator's solver (up to 16 tasks): set where
+    a GPU measured it faster and its training updates matched the torch solver's."""
 
     def __call__(self, G: Tensor | TaskGradients) -> Tensor | list[Tensor]:
         return self.aggregate(G).direction

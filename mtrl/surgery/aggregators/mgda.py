@@ -50,7 +50,9 @@ class MGDA(Weighting):
     paper = "Sener & Koltun 2018"
     device_solver = True
     compile_auto = True  # compiled on an H200: 4.27 vs 5.86 ms per update at T = 10
-    fusable = True  # fused and compiled on an H200: 3.13 vs 4.30 ms compiled at T = 10
+    # fused and compiled 3.13 vs 4.30 ms compiled on an H200 at T = 10, but its training
+    # updates differed from the torch solver's (BENCHMARKS.md): fused only when asked
+    fusable = True
 
     def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver
