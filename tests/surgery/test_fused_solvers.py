@@ -1,7 +1,8 @@
-"""The interior-point solvers' Triton kernels (``fused_solvers``) against the torch solvers they
-replace: the same steps, so the same answers to rounding. On a machine without a GPU the
-kernels run in Triton's interpreter (``TRITON_INTERPRET=1``, set by the tests' conftest
-before triton is imported); on a GPU they are compiled and run there."""
+"""The simplex interior-point solvers' Triton kernels (``fused_solvers``, ``fused_ip``) against
+the torch solvers they replace and the host's: the same steps, so the same objective and, after
+the exact support steps, the same directions. On a machine without a GPU the kernels run in
+Triton's interpreter (``TRITON_INTERPRET=1``, set by the tests' conftest before triton is
+imported); on a GPU they are compiled and run there."""
 
 import pytest
 import torch
