@@ -34,6 +34,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -193,16 +194,23 @@ def count_update_ops(
     return counter.count
 
 
-def _profiled_kernels(update: Callable[[], object]) -> int:
-    """GPU activities (kernels, copies, fills) of one call of ``update``."""
+def _gpu_events(update: Callable[[], object], calls: int = 1) -> list[Any]:
+    """The GPU activities (kernels, copies, fills) of ``calls`` calls of ``update``, as
+    torch.profiler records them."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        update()
+        for _ in range(calls):
+            update()
         torch.cuda.synchronize()
-    return sum(1 for event in prof.events() if event.device_type == DeviceType.CUDA)
+    return [event for event in prof.events() if event.device_type == DeviceType.CUDA]
+
+
+def _profiled_kernels(update: Callable[[], object]) -> int:
+    """GPU activities (kernels, copies, fills) of one call of ``update``."""
+    return len(_gpu_events(update))
 
 
 def print_kernel_profile(name: str, update: Callable[[], object], replays: int = 5) -> None:
@@ -210,20 +218,11 @@ def print_kernel_profile(name: str, update: Callable[[], object], replays: int =
     torch.profiler records them: per call the kernel count, the summed kernel time, and the
     eight costliest kernels (launches and us per call); where the time goes once launches are
     replayed from a graph."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(replays):
-            update()
-        torch.cuda.synchronize()
     totals: dict[str, list[float]] = {}
-    for event in prof.events():
-        if event.device_type == DeviceType.CUDA:
-            entry = totals.setdefault(event.name, [0, 0.0])
-            entry[0] += 1
-            entry[1] += event.time_range.elapsed_us()
+    for event in _gpu_events(update, replays):
+        entry = totals.setdefault(event.name, [0, 0.0])
+        entry[0] += 1
+        entry[1] += event.time_range.elapsed_us()
     count = sum(n for n, _ in totals.values()) / replays
     busy = sum(us for _, us in totals.values()) / replays
     print(f"profile {name}: {count:.0f} kernels, {busy:.0f} us of kernel time per update")
