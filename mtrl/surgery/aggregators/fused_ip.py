@@ -43,6 +43,17 @@ def _step_to_boundary(v, dv, live, fraction: tl.constexpr):
 
 
 @triton.jit
+def _load_matrix(ptr, k, tasks, idx):
+    """Program k's T x T float64 matrix as a [BLOCK, BLOCK] tile, zero outside T x T."""
+    live = idx < tasks
+    return tl.load(
+        ptr + k * tasks * tasks + idx[:, None] * tasks + idx[None, :],
+        mask=live[:, None] & live[None, :],
+        other=0.0,
+    ).to(tl.float64)
+
+
+@triton.jit
 def _sweep(matrix, tasks, idx):
     """Minus the inverse of a positive definite ``matrix`` [BLOCK, BLOCK] (its first ``tasks``
     rows and columns; the rest the identity, left as it is) by sweeping every pivot, and the
@@ -71,14 +82,8 @@ def _simplex_kernel(
     k = tl.program_id(0).to(tl.int64)
     idx = tl.arange(0, BLOCK)
     live = idx < tasks
-    rows = idx[:, None]
-    cols = idx[None, :]
-    eye = rows == cols
-    hessian = tl.load(
-        h_ptr + k * tasks * tasks + rows * tasks + cols,
-        mask=live[:, None] & live[None, :],
-        other=0.0,
-    ).to(tl.float64)
+    eye = idx[:, None] == idx[None, :]
+    hessian = _load_matrix(h_ptr, k, tasks, idx)
     lin = tl.load(p_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)  # p + ν
     one = tl.full([BLOCK], 1.0, tl.float64)
     count = tl.sum(tl.where(live, one, 0.0), axis=0)
@@ -125,7 +130,7 @@ def simplex_qp_fused(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tens
     hessians = hessians.expand(problems, tasks, tasks).contiguous()
     linear = linear.contiguous()
     x, z = torch.empty_like(linear), torch.empty_like(linear)
-    block = max(16, triton.next_power_of_2(tasks))
+    block = _block(tasks)
     _simplex_kernel[(problems,)](
         hessians, linear, x, z, tasks, iters, BLOCK=block, FRACTION=TAU, num_warps=_warps(block)
     )
@@ -139,14 +144,8 @@ def _spd_solve_kernel(m_ptr, r_ptr, out_ptr, ok_ptr, tasks, RHS: tl.constexpr, B
     k = tl.program_id(0).to(tl.int64)
     idx = tl.arange(0, BLOCK)
     live = idx < tasks
-    rows = idx[:, None]
-    cols = idx[None, :]
-    matrix = tl.load(
-        m_ptr + k * tasks * tasks + rows * tasks + cols,
-        mask=live[:, None] & live[None, :],
-        other=0.0,
-    ).to(tl.float64)
-    matrix = tl.where((rows == cols) & ~live[:, None], 1.0, matrix)
+    padding = (idx[:, None] == idx[None, :]) & ~live[:, None]
+    matrix = tl.where(padding, 1.0, _load_matrix(m_ptr, k, tasks, idx))
     inv, pivots = _sweep(matrix, tasks, idx)
     smallest = tl.min(pivots, axis=0)
     for r in tl.static_range(RHS):
@@ -167,11 +166,17 @@ def spd_solve_fused(matrices: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
     flat = rhs.reshape(-1, tasks, columns).contiguous()
     out = torch.empty_like(flat)
     ok = torch.empty(flat.shape[0], dtype=torch.int8, device=flat.device)
-    block = max(16, triton.next_power_of_2(tasks))
+    block = _block(tasks)
     _spd_solve_kernel[(flat.shape[0],)](
         matrices, flat, out, ok, tasks, RHS=columns, BLOCK=block, num_warps=_warps(block)
     )
     return out.reshape(rhs.shape), (ok != 0).reshape(batch)  # Inductor takes no int8 -> bool view
+
+
+def _block(tasks: int) -> int:
+    """The tile's side: T rounded up to a power of two, at least 16 (as measured at T = 10;
+    the padding is the identity)."""
+    return max(16, triton.next_power_of_2(tasks))
 
 
 def _warps(block: int) -> int:
