@@ -11,14 +11,19 @@ kernel whatever its number of steps. The support steps' small systems go through
 kernel the same way (``spd_solve_fused``).
 
 The steps are those of ``_interior_point`` with the simplex (the same start, predictor,
-corrector and step lengths); the tests run these kernels in Triton's interpreter on the CPU
-(``TRITON_INTERPRET=1``) and compiled on a GPU, against the torch solvers and the host's.
-On a GPU the kernel's fused multiply-adds let the iterates converge past where the torch
-solver's rounding stalls them (an inactive weight 1e-23 against 1e-14 after 12 steps), so
-the two agree in the objective (1e-9), not bit for bit. The orthant problems of UPGrad and
-DualProj are not fused: with an orthant variant of this kernel an H200 gave UPGrad
-directions 0.36 (relative) off the exact ones where T > P, which the interpreter does not
-reproduce. Needs the ``triton`` package (it comes with torch's CUDA builds;
+corrector and step lengths). The matrices are symmetric, so every product with a vector sums
+down the tile's columns, which in Triton's layout of the tile is one exchange between
+threads where a sum along the rows is a chain of them; and each step divides by x and z
+once, then multiplies (a float64 division is a long instruction sequence on a GPU). The
+tests run these kernels in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) and
+compiled on a GPU, against the torch solvers and the host's, and compile them for sm_90 on
+any machine to check that no kernel spills registers (``benchmarks/fused_kernels.py
+--check``). On a GPU the kernel's fused multiply-adds let the iterates converge past where
+the torch solver's rounding stalls them (an inactive weight 1e-23 against 1e-14 after 12
+steps), so the two agree in the objective (1e-9), not bit for bit. The orthant problems of
+UPGrad and DualProj are not fused: with an orthant variant of this kernel an H200 gave
+UPGrad directions 0.36 (relative) off the exact ones where T > P, which the interpreter does
+not reproduce. Needs the ``triton`` package (it comes with torch's CUDA builds;
 ``mtrl-bench[fused]`` installs it for the CPU tests).
 """
 
@@ -34,12 +39,11 @@ TAU = 0.99
 
 
 @triton.jit
-def _step_to_boundary(v, dv, live, fraction: tl.constexpr):
-    """min(1, fraction x the largest α keeping v + α dv >= 0) over the live entries, as a
-    vector of equal entries (the fraction made in float64: a float literal would be float32)."""
-    most_negative = tl.min(tl.where(live, dv / v, 0.0), axis=0)
-    minus = tl.full(v.shape, -fraction, tl.float64)
-    return minus / tl.minimum(most_negative, minus)
+def _step_to_boundary(dv, reciprocal, live, minus_fraction):
+    """min(1, fraction x the largest α keeping v + α dv >= 0) over the live entries, given
+    1/v and ``minus_fraction`` = -fraction (a float64 scalar)."""
+    most_negative = tl.min(tl.where(live, dv * reciprocal, 0.0), axis=0)
+    return minus_fraction / tl.minimum(most_negative, minus_fraction)
 
 
 @triton.jit
@@ -58,18 +62,24 @@ def _sweep(matrix, tasks, idx):
     """Minus the inverse of a positive definite ``matrix`` [BLOCK, BLOCK] (its first ``tasks``
     rows and columns; the rest the identity, left as it is) by sweeping every pivot, and the
     smallest pivot (positive exactly where a Cholesky factorisation succeeds, up to rounding;
-    NaN if any is), as a vector of equal entries."""
+    NaN if any is), as a vector of equal entries.
+
+    Each pivot's column is gathered (one exchange between threads, where a masked sum took a
+    chain of them) and the pivot inverted once for the whole tile: compiled for sm_90 a pivot
+    is about a third of the instructions it was with a masked sum and divisions
+    (``benchmarks/fused_kernels.py``, BENCHMARKS.md)."""
     rows = idx[:, None]
     cols = idx[None, :]
     smallest = tl.zeros(idx.shape, tl.float64) + float("inf")
     for j in range(tasks):
-        col = tl.sum(tl.where(cols == j, matrix, 0.0), axis=1)
+        col = tl.reshape(tl.gather(matrix, tl.zeros_like(rows) + j, axis=1), idx.shape)
         pivot = tl.sum(tl.where(idx == j, col, 0.0), axis=0)
         smallest = tl.minimum(smallest, pivot, propagate_nan=tl.PropagateNan.ALL)
+        scale = 1.0 / pivot
         at_row, at_col = rows == j, cols == j
-        edge = tl.where(at_col, col[:, None], col[None, :]) / pivot
-        swept = matrix - col[:, None] * (col / pivot)[None, :]
-        matrix = tl.where(at_row & at_col, -1.0 / pivot, tl.where(at_row | at_col, edge, swept))
+        edge = tl.where(at_col, col[:, None], col[None, :]) * scale
+        swept = matrix - col[:, None] * (col * scale)[None, :]
+        matrix = tl.where(at_row & at_col, -scale, tl.where(at_row | at_col, edge, swept))
     return matrix, smallest
 
 
@@ -87,34 +97,39 @@ def _simplex_kernel(
     lin = tl.load(p_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)  # p + ν
     one = tl.full([BLOCK], 1.0, tl.float64)
     count = tl.sum(tl.where(live, one, 0.0), axis=0)
+    minus_one = -tl.max(one, axis=0)  # float64 scalars (a float literal would be float32)
+    minus_fraction = tl.max(tl.full([BLOCK], -FRACTION, tl.float64), axis=0)
     x = tl.where(live, one / count, one)
     z = one
     for _ in range(iters):
-        grad = tl.where(live, tl.sum(hessian * x[None, :], axis=1) + lin, 0.0)  # Hx + p + ν
+        # divisions are the costliest arithmetic here: 1/x and 1/z once a step
+        rx = one / x
+        rz = one / z
+        grad = tl.where(live, tl.sum(hessian * x[:, None], axis=0) + lin, 0.0)  # Hx + p + ν
         # minus the inverse of M = H + Z/X (padding: the identity)
-        scaled = hessian + tl.where(eye, tl.where(live, z / x, 1.0)[:, None], 0.0)
+        scaled = hessian + tl.where(eye, tl.where(live, z * rx, 1.0)[:, None], 0.0)
         inv, _ = _sweep(scaled, tasks, idx)
         xz = tl.where(live, x * z, 0.0)
         mu = tl.sum(xz, axis=0) / count
         # predictor (affine scaling): the right side is the gradient; Δν from 1ᵀΔx = 0
-        v = -tl.sum(tl.where(live[None, :], inv, 0.0), axis=1)  # M⁻¹ 1
+        v = -tl.sum(tl.where(live[:, None], inv, 0.0), axis=0)  # M⁻¹ 1
         v_sum = tl.sum(tl.where(live, v, 0.0), axis=0)
-        u = -tl.sum(inv * grad[None, :], axis=1)
+        u = -tl.sum(inv * grad[:, None], axis=0)
         dx = tl.where(live, (tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum) * v - u, 0.0)
-        dz = (xz + z * dx) / -x
-        alpha_x = _step_to_boundary(x, dx, live, 1.0)
-        alpha_z = _step_to_boundary(z, dz, live, 1.0)
+        dz = -(xz + z * dx) * rx
+        alpha_x = _step_to_boundary(dx, rx, live, minus_one)
+        alpha_z = _step_to_boundary(dz, rz, live, minus_one)
         affine = tl.where(live, (x + alpha_x * dx) * (z + alpha_z * dz), 0.0)
         ratio = tl.sum(affine, axis=0) / count / mu
         sigma_mu = ratio * ratio * ratio * mu
         # corrector: centring plus the second-order term of the predictor
         comp = tl.where(live, xz + dx * dz - sigma_mu, 0.0)
-        u = -tl.sum(inv * tl.where(live, grad - z + comp / x, 0.0)[None, :], axis=1)
+        u = -tl.sum(inv * tl.where(live, grad - z + comp * rx, 0.0)[:, None], axis=0)
         t = tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum  # -Δν
         dx = tl.where(live, t * v - u, 0.0)
-        dz = (comp + z * dx) / -x
-        alpha_x = _step_to_boundary(x, dx, live, FRACTION)
-        alpha_z = _step_to_boundary(z, dz, live, FRACTION)
+        dz = -(comp + z * dx) * rx
+        alpha_x = _step_to_boundary(dx, rx, live, minus_fraction)
+        alpha_z = _step_to_boundary(dz, rz, live, minus_fraction)
         x = x + alpha_x * dx
         z = z + alpha_z * dz
         lin = lin - alpha_z * t
@@ -151,7 +166,7 @@ def _spd_solve_kernel(m_ptr, r_ptr, out_ptr, ok_ptr, tasks, RHS: tl.constexpr, B
     for r in tl.static_range(RHS):
         rhs = tl.load(r_ptr + (k * tasks + idx) * RHS + r, mask=live, other=0.0).to(tl.float64)
         tl.store(
-            out_ptr + (k * tasks + idx) * RHS + r, -tl.sum(inv * rhs[None, :], axis=1), mask=live
+            out_ptr + (k * tasks + idx) * RHS + r, -tl.sum(inv * rhs[:, None], axis=0), mask=live
         )
     # a NaN pivot fails too, as it fails a Cholesky factorisation
     tl.store(ok_ptr + k, ((smallest > 0) & (smallest < float("inf"))).to(tl.int8))
