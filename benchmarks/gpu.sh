@@ -38,9 +38,12 @@ for step in $STEPS; do
     case $step in
     update) run 80 python3 benchmarks/update_cost.py --device cuda --rounds 20 \
         --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
-    fused)  # the interior-point solvers as Triton kernels (fused_ip): their tests on the GPU,
-        # the graph per update plain / compiled (+c) / fused (+f) / both (+fc) at T = 10, and
-        # CAGrad's training each way
+    fused)  # the interior-point solvers as Triton kernels (fused_ip): the kernels alone (and
+        # side by side with AGAINST, an earlier fused_ip.py: the machine has no git history, so
+        # `git show REV:mtrl/surgery/aggregators/fused_ip.py > .whl/fused_ip_REV.py` and carry
+        # .whl), their tests on the GPU, the graph per update plain / compiled (+c) / fused
+        # (+f) / both (+fc) at T = 10, and CAGrad's training each way
+        run 60 python3 benchmarks/fused_kernels.py --time ${AGAINST:+--against "$AGAINST"}
         run 60 python3 -m pytest -q -p no:cacheprovider tests/surgery/test_fused_solvers.py
         run 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k fused
         run 200 python3 benchmarks/update_cost.py --device cuda --rounds 10 --tasks 10 \
