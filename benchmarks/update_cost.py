@@ -171,15 +171,18 @@ def count_update_ops(
     method: str, tasks: int, device: torch.device, network: str = "mlp", kernels: bool = False
 ) -> int | None:
     """Aten ops (views left out) of one update of ``method`` as a CUDA graph records it, run
-    eagerly on ``device``; ``plain``: the fused update; None where the update cannot be
-    captured (a solver on the host, IMTL-G's eigh). The second update is counted (the first
+    eagerly on ``device``; ``plain``: the fused update; None where the update is not
+    captured (a solver on the host, IMTL-G above 16 tasks). The second update is counted (the first
     creates the optimizers' state). On the CPU wide Gramians at T < 16 take chunked products:
     3 ops more per network than on a GPU. ``kernels`` (CUDA): count instead the GPU kernels and
     copies the update launches, as torch.profiler records them (a library call such as a
     batched Cholesky factorisation can launch several)."""
     agent, batch_size = make_agent(method, tasks, device, "graph", network)
-    if not all(a.capturable() for a in agent.aggregators.values()):
+    aggregators = agent.aggregators.values()
+    if not all(a.runs_on_device() and a.capture_blocker_for(tasks) is None for a in aggregators):
         return None
+    for aggregator in aggregators:
+        aggregator.in_cuda_graph = True  # the device path a graph records (IMTL-G's Jacobi)
     batch = random_batch(tasks, batch_size, device)
     update = (
         (lambda: plain_update(agent, batch)) if method == "plain" else (lambda: agent.update(batch))
@@ -244,7 +247,7 @@ def print_ops(methods: list[str], tasks: int, device: torch.device, network: str
             continue
         base = ops["mean"]
         assert base is not None
-        cells = [f"{m} {n} ({n - base:+d})" if n else f"{m} uncapturable" for m, n in ops.items()]
+        cells = [f"{m} {n} ({n - base:+d})" if n else f"{m} not captured" for m, n in ops.items()]
         print(f"{title} (+/- mean): {', '.join(cells)}")
 
 

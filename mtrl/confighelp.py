@@ -99,7 +99,8 @@ def aggregators_text() -> str:
         traits = [cls.kind]
         traits += [t for t in ("stochastic", "stateful") if getattr(cls, t)]
         traits.append("device" if cls.device_solver else "host")
-        traits += ["graph"] if get_aggregator(name).capturable() else []
+        if get_aggregator(name).capturable():
+            traits.append(f"graph up to {cls.graph_tasks} tasks" if cls.graph_tasks else "graph")
         traits += ["fused"] if cls.fusable else []
         paper = f"; {cls.paper}" if cls.paper else ""
         lines.append(f"{name}: {description} ({', '.join(traits)}{paper})")

@@ -37,8 +37,9 @@ def graph_blocker(agent: MTSAC) -> str | None:
     for network, aggregator in agent.aggregators.items():
         if not aggregator.runs_on_device():
             return f"the {network} aggregator {aggregator!r} solves on the host"
-        if aggregator.capture_blocker is not None:
-            return f"the {network} aggregator {aggregator!r}: {aggregator.capture_blocker}"
+        blocker = aggregator.capture_blocker_for(agent.num_tasks)
+        if blocker is not None:
+            return f"the {network} aggregator {aggregator!r}: {blocker}"
     return None
 
 

@@ -24,6 +24,7 @@ from mtrl.surgery.aggregators.device_solvers import (
     cagrad_weights_device,
     dual_cone_weights_device,
     imtl_g_weights_device,
+    jacobi_eigh,
     mgda_weights_device,
     pcgrad_weights_device,
     random_order_device,
@@ -323,7 +324,7 @@ def test_solver_options_are_validated_and_listed():
         assert (where == "device") == aggregator_class(name).device_solver, name
         assert (", graph" in lines[name]) == get_aggregator(name).capturable(), name
     assert ", device, graph;" in lines["pcgrad"] and ", device, graph, fused;" in lines["mgda"]
-    assert ", device;" in lines["imtl-g"]  # eigh: not under capture
+    assert ", device, graph up to 16 tasks;" in lines["imtl-g"]  # Jacobi: cheaper eager above
     assert ", device;" in lines["graddrop"]  # its own generator: not captured
     assert (
         get_aggregator("mgda").options() == get_aggregator("imtl-g").options() == {"solver": "auto"}
@@ -333,6 +334,7 @@ def test_solver_options_are_validated_and_listed():
 # --- IMTL-G ----------------------------------------------------------------------------------
 
 F64_EPS = float(torch.finfo(torch.float64).eps)
+F32_EPS = float(torch.finfo(torch.float32).eps)
 
 
 def imtl_host(gram: torch.Tensor) -> torch.Tensor:
@@ -362,6 +364,64 @@ def test_imtl_g_device_weights_equal_the_host_ones(tasks):
                 elif variant == "opposite":
                     G[-1] = -G[0]
                 assert_imtl_equal((G * scale) @ (G * scale).T)
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 3, 10, 16, 50])
+def test_jacobi_eigendecomposition(tasks):
+    # what torch.linalg.eigh gives (to ordering), orthonormal vectors; a rank-deficient A too,
+    # up to the 16 tasks of IMTL-G's graphs (at T = 50 its null space converges more slowly:
+    # 2e-10 relative after 10 sweeps, enough for IMTL-G's weights, which drop it)
+    gen = torch.Generator().manual_seed(tasks)
+    for params in (tasks + 3, tasks // 2 + 1) if tasks <= 16 else (tasks + 3,):
+        G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
+        a = G @ G.T
+        vals, vecs = jacobi_eigh(a)
+        scale = float(torch.linalg.eigvalsh(a).abs().max())
+        assert (vals.sort().values - torch.linalg.eigvalsh(a)).abs().max() <= 1e-13 * scale
+        assert (vecs @ torch.diag(vals) @ vecs.T - a).abs().max() <= 1e-13 * scale
+        assert (vecs.T @ vecs - torch.eye(tasks, dtype=torch.float64)).abs().max() <= 1e-14
+    # pairs with equal diagonals (+0 and -0 differences) and zero off-diagonals: still rotations
+    a = torch.ones(4, 4, dtype=torch.float64)
+    vals, vecs = jacobi_eigh(a)
+    assert torch.allclose(vals.sort().values, torch.tensor([0, 0, 0, 4.0], dtype=torch.float64))
+    assert torch.allclose(vecs.T @ vecs, torch.eye(4, dtype=torch.float64), atol=1e-15)
+    # every pair of rows is rotated once a sweep: with disjoint off-diagonal pairs, one sweep
+    a = torch.diag(torch.arange(1.0, 7.0, dtype=torch.float64))
+    a[0, 5] = a[5, 0] = a[2, 3] = a[3, 2] = 0.5
+    vals = jacobi_eigh(a, sweeps=1)[0]
+    assert torch.allclose(vals.sort().values, torch.linalg.eigvalsh(a), rtol=0, atol=1e-14)
+
+
+def test_imtl_g_takes_the_jacobi_eigendecomposition_in_a_graph():
+    agg = get_aggregator("imtl-g", solver="device")
+    agg.check_direction = False  # as with deferred checks
+    G = torch.randn(6, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eager = agg.aggregate(G).weights
+    agg.in_cuda_graph = True  # set by GraphedUpdate: the capture refuses eigh
+    with NoHostSync() as mode:
+        graphed = agg.aggregate(G).weights
+    assert "atan2" in mode.ops and "_linalg_eigh" not in mode.ops
+    assert torch.allclose(graphed, eager, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("tasks", [2, 3, 5, 10, 16])
+def test_imtl_g_jacobi_weights_equal_the_host_ones(tasks):
+    # the eigendecomposition a captured update takes (jacobi_eigh), on the eigh test's problems
+    # up to 16 tasks (graph_tasks), float32 Gramians too: worst seen 3e-11
+    gen = torch.Generator().manual_seed(100 + tasks)
+    for params in (tasks // 2 + 1, tasks + 3, 200):
+        for variant in ("plain", "zero", "duplicate", "opposite"):
+            G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
+            if variant == "zero":
+                G[tasks // 2] = 0.0
+            elif variant == "duplicate" and tasks > 2:
+                G[2] = G[0]
+            elif variant == "opposite":
+                G[-1] = -G[0]
+            for gram, eps in ((G @ G.T, F64_EPS), ((G.float() @ G.float().T).double(), F32_EPS)):
+                host = torch.from_numpy(imtl_g_weights(gram.numpy(), tasks * eps))
+                device = imtl_g_weights_device(gram, tasks * eps, jacobi=True)
+                assert (device - host).abs().max() <= 1e-10 * max(float(host.abs().max()), 1.0)
 
 
 def test_imtl_g_device_degenerate_gramians():
@@ -653,7 +713,8 @@ def test_device_solver_counts_are_fixed():
     assert ops(grams[0]) == ops(grams[1]) == ops(grams[2])
     assert np.isfinite(cagrad_weights_device(grams[2], 0.5).numpy()).all()
     # MGDA: 105 aten ops around 58 per interior-point step (1033 at 16 steps); IMTL-G: 48, one
-    # of them the eigendecomposition; a dual-cone projection (UPGrad: 10 at once, DualProj: 1):
+    # of them the eigendecomposition, or in a graph 88 around 21 per Jacobi round (13 of them
+    # kernels; T - 1 = 9 rounds a sweep, 8 sweeps); a dual-cone projection (UPGrad: 10 at once, DualProj: 1):
     # 112 around 47 per step (1052 at 20 steps)
     grams.append(torch.stack([grams[0][0]] * 10))  # ten identical tasks
     upgrad, dualproj = dual_cone_targets("upgrad", 10), dual_cone_targets("dualproj", 10)
@@ -663,6 +724,7 @@ def test_device_solver_counts_are_fixed():
         (lambda gram: pcgrad_weights_device(gram, order), 18 + 5 * 9),
         (lambda gram: mgda_weights_device(gram), 105 + 58 * MGDA_ITERS),
         (lambda gram: imtl_g_weights_device(gram, 1e-15), 48),
+        (lambda gram: imtl_g_weights_device(gram, 1e-15, jacobi=True), 88 + 21 * 8 * 9),
         (
             lambda gram: dual_cone_weights_device(gram, upgrad, 1e-4, 1e-4),
             112 + 47 * DUAL_CONE_ITERS,

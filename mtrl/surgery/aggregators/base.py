@@ -65,7 +65,8 @@ class Aggregator:
     ``device_solver`` (computes its weights or direction with tensor ops on the gradients'
     device, without a host sync: for a ``Weighting``, it has ``device_weights``),
     ``capture_blocker`` (why its device path, though free of host syncs, cannot be recorded in
-    a CUDA graph; None if it can).
+    a CUDA graph; None if it can), ``graph_tasks`` (the most tasks for which a captured update
+    is expected to beat an eager one; None: any number).
     """
 
     name: ClassVar[str] = ""
@@ -77,6 +78,7 @@ class Aggregator:
     stateful: ClassVar[bool] = False
     device_solver: ClassVar[bool] = False
     capture_blocker: ClassVar[str | None] = None
+    graph_tasks: ClassVar[int | None] = None
 
     check_finite: bool = True
     check_direction: bool = True
@@ -143,6 +145,20 @@ class Aggregator:
         """True if an update with this aggregator can be recorded in a CUDA graph: it runs on
         the device and nothing in its device path is known to break a capture."""
         return self.runs_on_device() and self.capture_blocker is None
+
+    def capture_blocker_for(self, tasks: int) -> str | None:
+        """Why an update over ``tasks`` tasks is not captured (``capture_blocker``, or more
+        tasks than ``graph_tasks``), or None."""
+        if (
+            self.capture_blocker is None
+            and self.graph_tasks is not None
+            and tasks > self.graph_tasks
+        ):
+            return (
+                f"its captured device solver is expected to cost more than an eager update "
+                f"above {self.graph_tasks} tasks ({tasks} here)"
+            )
+        return self.capture_blocker
 
     def raise_non_finite(self, G: Tensor | TaskGradients) -> None:
         """Raise NonFiniteGradientError naming the tasks whose gradients hold NaN/inf."""

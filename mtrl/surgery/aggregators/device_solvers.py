@@ -401,7 +401,15 @@ _MGDA_KKT_TOL = 1e-9
 """Relative tolerance of the optimality check of the support step (as ``qp._KKT_TOL``)."""
 
 
-def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
+def jacobi_sweeps(tasks: int) -> int:
+    """Sweeps of ``jacobi_eigh`` (each rotates every pair of rows once): 8 up to 16 tasks, 10
+    above. On IMTL-G's test problems (random, T > P, duplicate tasks, float32 Gramians) the
+    weights matched the host's eigh to 3e-11 at T <= 16 from 8 sweeps (4e-7 at 6); at T = 50
+    10 were needed (1e-10; 8 left some rank-deficient ones far off)."""
+    return 8 if tasks <= 16 else 10
+
+
+def imtl_g_weights_device(gram: Tensor, rtol: float, jacobi: bool = False) -> Tensor:
     """IMTL-G's weights A⁺n / 1ᵀA⁺n [T] from the Gramian, on gram's device: the transcription
     of ``imtl.imtl_g_weights``.
 
@@ -416,11 +424,14 @@ def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
     weights.
 
     ``torch.linalg.eigh`` is one op on every device, with no host sync visible to the
-    dispatcher on the CPU; on CUDA it is reported not to run under graph capture
-    (pytorch/pytorch#188355), so ``IMTLG.capture_blocker`` keeps it out of graphs.
+    dispatcher on the CPU, but on CUDA it does not run under graph capture (pytorch/pytorch
+    #188355; refused on an H200, which left cuSOLVER unusable in the process): a captured
+    update takes ``jacobi`` instead, the same eigendecomposition by sweeps of rotations
+    (``jacobi_eigh``: 13 kernels per round of T/2 rotations, T - 1 rounds a sweep).
 
     :param gram: the Gramian G Gᵀ [T, T], float64.
     :param rtol: eigenvalues below ``rtol`` times the largest are dropped (the host's T eps).
+    :param jacobi: eigendecompose by ``jacobi_eigh`` instead of ``torch.linalg.eigh``.
     """
     diag = gram.diagonal()
     live = diag > _ZERO_GRADIENT * diag.amax()  # all False for a zero or non-finite diagonal
@@ -431,7 +442,8 @@ def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
     mm = m[:, None] * m[None, :]
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     a = torch.where(mm > 0, gram / scale, eye)
-    vals, vecs = torch.linalg.eigh(0.5 * (a + a.T))
+    symmetric = 0.5 * (a + a.T)
+    vals, vecs = jacobi_eigh(symmetric) if jacobi else torch.linalg.eigh(symmetric)
     absolute = vals.abs()
     keep = absolute > rtol * absolute.amax()
     norms = torch.sqrt(a.diagonal()) * m
@@ -440,6 +452,59 @@ def imtl_g_weights_device(gram: Tensor, rtol: float) -> Tensor:
     total = v.sum()
     ok = total.abs() >= _IMTL_ZERO_SUM
     return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
+
+
+def jacobi_eigh(a: Tensor, sweeps: int | None = None) -> tuple[Tensor, Tensor]:
+    """Eigenvalues [T] and eigenvectors [T, T] (columns) of a symmetric ``a`` [T, T] by
+    Jacobi rotations, in a fixed sequence of tensor ops: unlike ``torch.linalg.eigh``
+    (cuSOLVER), it can be captured in a CUDA graph. Unsorted.
+
+    Each round rotates T/2 disjoint pairs of rows and columns at once (a round-robin of the
+    pairs, T - 1 rounds a sweep; an odd T gets a zero row and column, which no rotation
+    touches), each by the angle that zeroes its off-diagonal entry, |θ| <= π/4: a round is one
+    orthogonal J, A <- Jᵀ A J and V <- V J, 13 kernels. Both members of a pair read the
+    same entries, so J is orthogonal to rounding whatever the data.
+    """
+    tasks = a.shape[0]
+    n = tasks + tasks % 2
+    rounds = n - 1
+    A = torch.nn.functional.pad(a, (0, n - tasks, 0, n - tasks))
+    lo, hi, pairing = _round_robin(n, a.device, a.dtype)
+    # per round: the flat positions of A[lo, hi], A[hi, hi] and A[lo, lo] for every row
+    positions = torch.cat([lo * n + hi, hi * (n + 1), lo * (n + 1)], dim=1)  # [rounds, 3n]
+    two = torch.full((), 2.0, dtype=a.dtype, device=a.device)
+    # cos(θ - π/2) = sin θ: cos θ and sin θ in one op
+    minus_shift = torch.arange(2, dtype=a.dtype, device=a.device)[:, None] * (-math.pi / 2)
+    V = torch.eye(n, dtype=a.dtype, device=a.device)
+    for _ in range(jacobi_sweeps(tasks) if sweeps is None else sweeps):
+        for r in range(rounds):
+            off, upper, lower = A.reshape(-1).take(positions[r]).view(3, n)
+            diff = upper - lower
+            double_theta = torch.atan2(off * torch.copysign(two, diff), diff.abs())
+            cos, sin = torch.cos(torch.add(minus_shift, double_theta, alpha=0.5))
+            J = torch.addcmul(torch.diag_embed(cos), sin[:, None], pairing[r])
+            A = J.T @ A @ J
+            V = V @ J
+    return A.diagonal()[:tasks], V[:tasks, :tasks]
+
+
+def _round_robin(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """The pairs of rows that ``jacobi_eigh`` rotates together, for an even n, built on the
+    device (no host copy, so inside a CUDA-graph capture too): in round r the rows i, j < n - 1
+    with i + j = r (mod n - 1) pair up, and the row left over (2i = r) pairs with n - 1. Returns
+    each row's pair as its lower and higher row [n - 1, n] (long) and the signed permutations
+    [n - 1, n, n] that put sin θ at (lo, hi) and -sin θ at (hi, lo)."""
+    rounds = n - 1
+    r = torch.arange(rounds, device=device)[:, None]
+    i = torch.arange(n, device=device)[None, :]
+    partner = torch.remainder(r - i, rounds)
+    alone = r * (n // 2) % rounds  # 2 alone = r (mod n - 1): n / 2 is 2's inverse there
+    partner = torch.where(partner == i, n - 1, partner)
+    partner = torch.where(i == n - 1, alone.expand(rounds, n), partner)
+    lo, hi = torch.minimum(i, partner), torch.maximum(i, partner)
+    sign = torch.where(i == lo, 1.0, -1.0).to(dtype)
+    pairing = (partner[:, :, None] == i[:, None, :]).to(dtype) * sign[:, :, None]
+    return lo, hi, pairing
 
 
 def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS, fused: bool = False) -> Tensor:

@@ -70,18 +70,18 @@ class IMTLG(Weighting):
 
     The device path (``imtl_g_weights_device``) computes the same weights (to ~1e-11 in the
     tests) with ``torch.linalg.eigh``, zero-gradient tasks masked instead of dropped. cuSOLVER's
-    eigendecomposition is reported not to run under CUDA-graph capture (pytorch/pytorch#188355:
-    "operation not permitted when stream is capturing"), so ``compile`` leaves updates with
-    IMTL-G eager (``capture_blocker``); ``tests/test_cuda.py`` checks that premise on a GPU.
+    eigendecomposition does not run under CUDA-graph capture (pytorch/pytorch#188355; an H200
+    refused it), so in a captured update (``in_cuda_graph``) the eigendecomposition is Jacobi
+    rotations in tensor ops (``jacobi_eigh``, to ~3e-11 of the host's weights up to 16 tasks):
+    about 1,000 ops per solve at T = 10 and 1,600 at T = 16, which replayed from a graph
+    should still cost less than an eager update; above 16 tasks (6,400 at T = 50) they
+    would not, and such updates stay eager (``graph_tasks``).
     """
 
     description = "combination with equal projections on every unit task gradient (closed form)"
     paper = "Liu et al. 2021"
     device_solver = True
-    capture_blocker = (
-        "its device solver's eigendecomposition (torch.linalg.eigh) is reported not to run "
-        "under CUDA-graph capture (pytorch/pytorch#188355)"
-    )
+    graph_tasks = 16
 
     def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver
@@ -96,7 +96,7 @@ class IMTLG(Weighting):
         return torch.from_numpy(imtl_g_weights(gram.numpy(), rtol))
 
     def device_weights(self, gram: Tensor) -> Tensor:
-        return imtl_g_weights_device(gram, gram.shape[0] * self.eps)
+        return imtl_g_weights_device(gram, gram.shape[0] * self.eps, jacobi=self.in_cuda_graph)
 
     def options(self) -> dict[str, Any]:
         return {"solver": self.solver}
