@@ -5,6 +5,7 @@ shapes (checked by recording the aten ops, and by running on the meta device, wh
 import ast
 import inspect
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -337,33 +338,39 @@ F64_EPS = float(torch.finfo(torch.float64).eps)
 F32_EPS = float(torch.finfo(torch.float32).eps)
 
 
-def imtl_host(gram: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(imtl_g_weights(gram.numpy(), gram.shape[0] * F64_EPS))
-
-
-def assert_imtl_equal(gram: torch.Tensor, tol: float = 1e-10) -> None:
-    host = imtl_host(gram)
-    device = imtl_g_weights_device(gram, gram.shape[0] * F64_EPS)
+def assert_imtl_equal(
+    gram: torch.Tensor, tol: float = 1e-10, eps: float = F64_EPS, jacobi: bool = False
+) -> None:
+    """The device weights equal the host's (the pinv cutoff T eps of the gradients' dtype)."""
+    host = torch.from_numpy(imtl_g_weights(gram.numpy(), gram.shape[0] * eps))
+    device = imtl_g_weights_device(gram, gram.shape[0] * eps, jacobi=jacobi)
     assert device.dtype == torch.float64
     assert (device - host).abs().max() <= tol * max(float(host.abs().max()), 1.0)
 
 
+def imtl_gradients(tasks: int, seed: int) -> Iterator[torch.Tensor]:
+    """IMTL-G's test problems: G [T, P] with P below and above T, rows of different norms,
+    as they are and with a zero, a duplicate or an opposite gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    for params in (tasks // 2 + 1, tasks + 3, 200):
+        for variant in ("plain", "zero", "duplicate", "opposite"):
+            G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
+            G = G * (0.3 + 2.7 * torch.rand(tasks, 1, generator=gen, dtype=torch.float64))
+            if variant == "zero":
+                G[tasks // 2] = 0.0
+            elif variant == "duplicate" and tasks > 2:
+                G[2] = G[0]
+            elif variant == "opposite":
+                G[-1] = -G[0]
+            yield G
+
+
 @pytest.mark.parametrize("tasks", [2, 3, 5, 10, 50])
 def test_imtl_g_device_weights_equal_the_host_ones(tasks):
-    # P above and below T, zero and duplicate gradients, scales 1e-4 and 1e4 (worst seen 1e-11)
-    gen = torch.Generator().manual_seed(tasks)
-    for params in (tasks // 2 + 1, tasks + 3, 200):
+    # scales 1e-4 and 1e4 too (worst seen 1e-11)
+    for G in imtl_gradients(tasks, seed=tasks):
         for scale in (1e-4, 1e4):
-            for variant in ("plain", "zero", "duplicate", "opposite"):
-                G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
-                G = G * (0.3 + 2.7 * torch.rand(tasks, 1, generator=gen, dtype=torch.float64))
-                if variant == "zero":
-                    G[tasks // 2] = 0.0
-                elif variant == "duplicate" and tasks > 2:
-                    G[2] = G[0]
-                elif variant == "opposite":
-                    G[-1] = -G[0]
-                assert_imtl_equal((G * scale) @ (G * scale).T)
+            assert_imtl_equal((G * scale) @ (G * scale).T)
 
 
 @pytest.mark.parametrize("tasks", [1, 2, 3, 10, 16, 50])
@@ -406,22 +413,11 @@ def test_imtl_g_takes_the_jacobi_eigendecomposition_in_a_graph():
 
 @pytest.mark.parametrize("tasks", [2, 3, 5, 10, 16])
 def test_imtl_g_jacobi_weights_equal_the_host_ones(tasks):
-    # the eigendecomposition a captured update takes (jacobi_eigh), on the eigh test's problems
-    # up to 16 tasks (graph_tasks), float32 Gramians too: worst seen 3e-11
-    gen = torch.Generator().manual_seed(100 + tasks)
-    for params in (tasks // 2 + 1, tasks + 3, 200):
-        for variant in ("plain", "zero", "duplicate", "opposite"):
-            G = torch.randn(tasks, params, generator=gen, dtype=torch.float64)
-            if variant == "zero":
-                G[tasks // 2] = 0.0
-            elif variant == "duplicate" and tasks > 2:
-                G[2] = G[0]
-            elif variant == "opposite":
-                G[-1] = -G[0]
-            for gram, eps in ((G @ G.T, F64_EPS), ((G.float() @ G.float().T).double(), F32_EPS)):
-                host = torch.from_numpy(imtl_g_weights(gram.numpy(), tasks * eps))
-                device = imtl_g_weights_device(gram, tasks * eps, jacobi=True)
-                assert (device - host).abs().max() <= 1e-10 * max(float(host.abs().max()), 1.0)
+    # the eigendecomposition a captured update takes (jacobi_eigh), up to the 16 tasks of
+    # IMTL-G's graphs (graph_tasks), float32 Gramians too (worst seen 2e-11)
+    for G in imtl_gradients(tasks, seed=100 + tasks):
+        assert_imtl_equal(G @ G.T, jacobi=True)
+        assert_imtl_equal((G.float() @ G.float().T).double(), eps=F32_EPS, jacobi=True)
 
 
 def test_imtl_g_device_degenerate_gramians():

@@ -402,11 +402,12 @@ _MGDA_KKT_TOL = 1e-9
 
 
 def jacobi_sweeps(tasks: int) -> int:
-    """Sweeps of ``jacobi_eigh`` (each rotates every pair of rows once): 8 up to 16 tasks, 10
-    above. On IMTL-G's test problems (random, T > P, duplicate tasks, float32 Gramians) the
-    weights matched the host's eigh to 3e-11 at T <= 16 from 8 sweeps (4e-7 at 6); at T = 50
-    10 were needed (1e-10; 8 left some rank-deficient ones far off)."""
-    return 8 if tasks <= 16 else 10
+    """Sweeps of ``jacobi_eigh`` (each rotates every pair of rows once): 8 up to 12 tasks, 10
+    above. On IMTL-G's test problems (8 draws of random, T > P, zero, duplicate and opposite
+    tasks, float32 Gramians too) the weights matched the host's eigh to 3e-12 at T = 10 and
+    7e-12 at T = 12 with 8 sweeps; at T = 16 8 left 2e-8 on one, 10 gave 2e-11; at T = 50
+    (not captured) 10 gave 1e-10."""
+    return 8 if tasks <= 12 else 10
 
 
 def imtl_g_weights_device(gram: Tensor, rtol: float, jacobi: bool = False) -> Tensor:

@@ -72,8 +72,8 @@ class IMTLG(Weighting):
     tests) with ``torch.linalg.eigh``, zero-gradient tasks masked instead of dropped. cuSOLVER's
     eigendecomposition does not run under CUDA-graph capture (pytorch/pytorch#188355; an H200
     refused it), so in a captured update (``in_cuda_graph``) the eigendecomposition is Jacobi
-    rotations in tensor ops (``jacobi_eigh``, to ~3e-11 of the host's weights up to 16 tasks):
-    about 1,000 ops per solve at T = 10 and 1,600 at T = 16, which replayed from a graph
+    rotations in tensor ops (``jacobi_eigh``, to ~2e-11 of the host's weights up to 16 tasks):
+    about 1,000 ops per solve at T = 10 and 2,000 at T = 16, which replayed from a graph
     should still cost less than an eager update; above 16 tasks (6,400 at T = 50) they
     would not, and such updates stay eager (``graph_tasks``).
     """
