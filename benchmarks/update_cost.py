@@ -117,6 +117,8 @@ def make_agent(
         defer_checks=True if graph else None,
         capturable=graph and device.type == "cuda",  # CPU: what a graph records, uncaptured
     )
+    for aggregator in agent.aggregators.values():
+        aggregator.in_cuda_graph = graph  # the device paths a graph takes (IMTL-G's Jacobi)
     return agent, cfg.agent.batch_size
 
 
@@ -171,8 +173,8 @@ def count_update_ops(
     method: str, tasks: int, device: torch.device, network: str = "mlp", kernels: bool = False
 ) -> int | None:
     """Aten ops (views left out) of one update of ``method`` as a CUDA graph records it, run
-    eagerly on ``device``; ``plain``: the fused update; None where the update is not
-    captured (a solver on the host, IMTL-G above 16 tasks). The second update is counted (the first
+    eagerly on ``device``; ``plain``: the fused update; None where the update is not captured
+    (a solver on the host, IMTL-G above 16 tasks). The second update is counted (the first
     creates the optimizers' state). On the CPU wide Gramians at T < 16 take chunked products:
     3 ops more per network than on a GPU. ``kernels`` (CUDA): count instead the GPU kernels and
     copies the update launches, as torch.profiler records them (a library call such as a
@@ -181,8 +183,6 @@ def count_update_ops(
     aggregators = agent.aggregators.values()
     if not all(a.runs_on_device() and a.capture_blocker_for(tasks) is None for a in aggregators):
         return None
-    for aggregator in aggregators:
-        aggregator.in_cuda_graph = True  # the device path a graph records (IMTL-G's Jacobi)
     batch = random_batch(tasks, batch_size, device)
     update = (
         (lambda: plain_update(agent, batch)) if method == "plain" else (lambda: agent.update(batch))

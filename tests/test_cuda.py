@@ -64,6 +64,8 @@ DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g")
 )
 def test_graph_replays_equal_eager_updates(experiment, overrides):
     eager = mt10_agent(experiment, *overrides)
+    for aggregator in eager.aggregators.values():
+        aggregator.in_cuda_graph = True  # the graph's device paths (IMTL-G: Jacobi, not eigh)
     graphed = copy.deepcopy(eager)
     assert graph_blocker(graphed) is None
     update = GraphedUpdate(graphed)
