@@ -387,7 +387,8 @@ def test_jacobi_eigendecomposition(tasks):
         assert (vals.sort().values - torch.linalg.eigvalsh(a)).abs().max() <= 1e-13 * scale
         assert (vecs @ torch.diag(vals) @ vecs.T - a).abs().max() <= 1e-13 * scale
         assert (vecs.T @ vecs - torch.eye(tasks, dtype=torch.float64)).abs().max() <= 1e-14
-    # pairs with equal diagonals (+0 and -0 differences) and zero off-diagonals: still rotations
+    # equal diagonals: both rows of a pair must take the same angle (a difference of +0 on one
+    # and -0 on the other once gave them opposite ones) for J to stay orthogonal
     a = torch.ones(4, 4, dtype=torch.float64)
     vals, vecs = jacobi_eigh(a)
     assert torch.allclose(vals.sort().values, torch.tensor([0, 0, 0, 4.0], dtype=torch.float64))
@@ -710,8 +711,8 @@ def test_device_solver_counts_are_fixed():
     assert np.isfinite(cagrad_weights_device(grams[2], 0.5).numpy()).all()
     # MGDA: 105 aten ops around 58 per interior-point step (1033 at 16 steps); IMTL-G: 48, one
     # of them the eigendecomposition, or in a graph 88 around 21 per Jacobi round (13 of them
-    # kernels; T - 1 = 9 rounds a sweep, 8 sweeps); a dual-cone projection (UPGrad: 10 at once, DualProj: 1):
-    # 112 around 47 per step (1052 at 20 steps)
+    # kernels; T - 1 = 9 rounds a sweep, 8 sweeps); a dual-cone projection (UPGrad: 10 at
+    # once, DualProj: 1): 112 around 47 per step (1052 at 20 steps)
     grams.append(torch.stack([grams[0][0]] * 10))  # ten identical tasks
     upgrad, dualproj = dual_cone_targets("upgrad", 10), dual_cone_targets("dualproj", 10)
     # PCGrad: 18 aten ops around 5 per step (two of them kernels), T - 1 steps
