@@ -61,6 +61,7 @@ DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g")
         ("mt10-cagrad", ["surgery.solver=device"]),
         *(("mt10-mtsac", [f"surgery={m}", "surgery.solver=device"]) for m in DEVICE_SOLVED),
     ],
+    ids=["mean", "pcgrad", "cagrad", *DEVICE_SOLVED],
 )
 def test_graph_replays_equal_eager_updates(experiment, overrides):
     eager = mt10_agent(experiment, *overrides)
@@ -88,6 +89,8 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
         ("cagrad", True, True),
         ("mgda", False, True),
         ("mgda", True, True),
+        ("imtl-g", False, True),  # its Jacobi rotations as one kernel
+        ("imtl-g", True, True),
     ],
 )
 def test_compiled_and_fused_solvers_are_captured_and_replay_what_eager_updates_compute(
@@ -101,6 +104,7 @@ def test_compiled_and_fused_solvers_are_captured_and_replay_what_eager_updates_c
     eager = mt10_agent("mt10-mtsac", f"surgery={method}", "surgery.solver=device")
     for aggregator in eager.aggregators.values():
         aggregator.compile_solver, aggregator.fused_solver = compiled, fused
+        aggregator.in_cuda_graph = True  # the graph's device paths (IMTL-G: Jacobi)
     graphed = copy.deepcopy(eager)
     update = GraphedUpdate(graphed, compile_solvers=compiled, fused_solvers=fused)
     data = batches(8)

@@ -325,7 +325,7 @@ def test_solver_options_are_validated_and_listed():
         assert (where == "device") == aggregator_class(name).device_solver, name
         assert (", graph" in lines[name]) == get_aggregator(name).capturable(), name
     assert ", device, graph;" in lines["pcgrad"] and ", device, graph, fused;" in lines["mgda"]
-    assert ", device, graph up to 16 tasks;" in lines["imtl-g"]  # Jacobi: cheaper eager above
+    assert ", device, graph up to 16 tasks, fused;" in lines["imtl-g"]  # Jacobi: eager above
     assert ", device;" in lines["graddrop"]  # its own generator: not captured
     assert (
         get_aggregator("mgda").options() == get_aggregator("imtl-g").options() == {"solver": "auto"}

@@ -23,10 +23,13 @@ from mtrl.surgery.aggregators.cagrad import CAGrad
 from mtrl.surgery.aggregators.device_solvers import (
     _REG,
     cagrad_weights_device,
+    imtl_g_weights_device,
+    jacobi_eigh,
     mgda_weights_device,
     simplex_qp_device,
 )
-from mtrl.surgery.aggregators.fused_ip import spd_solve_fused
+from mtrl.surgery.aggregators.fused_ip import jacobi_eigh_fused, spd_solve_fused
+from mtrl.surgery.aggregators.imtl import imtl_g_weights
 from mtrl.surgery.aggregators.qp import min_norm_simplex
 
 
@@ -168,6 +171,34 @@ def test_fused_solvers_on_degenerate_gramians():
         assert_both_match_the_host(G)
 
 
+@pytest.mark.parametrize("tasks", [2, 3, 10, 16])
+def test_fused_jacobi_rotations_give_the_torch_rotations_eigendecomposition(tasks):
+    """The kernel's rounds are ``jacobi_eigh``'s (its angles from tan θ, not atan2): the same
+    eigenvalues to rounding and orthonormal eigenvectors that rebuild A (a null space has no
+    unique ones), batched, on full-rank and rank-deficient Gramians, and IMTL-G's weights
+    within 1e-10 of the host's through it."""
+    gen = torch.Generator().manual_seed(tasks)
+    grams = [
+        (G @ G.T).to(DEVICE)
+        for params in (tasks + 3, tasks // 2 + 1)
+        for G in [torch.randn(tasks, params, generator=gen, dtype=torch.float64)]
+    ]
+    vals, vecs = jacobi_eigh_fused(torch.stack(grams), 10)
+    for a, got_vals, got_vecs in zip(grams, vals, vecs, strict=True):
+        want_vals = jacobi_eigh(a, sweeps=10)[0]
+        scale = float(a.diagonal().sum())
+        order, want_order = got_vals.argsort(), want_vals.argsort()
+        assert torch.allclose(got_vals[order], want_vals[want_order], rtol=0, atol=1e-13 * scale)
+        assert torch.allclose(got_vecs @ torch.diag(got_vals) @ got_vecs.T, a, atol=1e-13 * scale)
+        eye = torch.eye(tasks, dtype=torch.float64, device=DEVICE)
+        assert torch.allclose(got_vecs.T @ got_vecs, eye, rtol=0, atol=1e-14)
+        host = torch.from_numpy(imtl_g_weights(a.cpu().numpy(), tasks * 2.2e-16))
+        fused = imtl_g_weights_device(a, tasks * 2.2e-16, jacobi=True, fused=True).cpu()
+        assert (fused - host).abs().max() <= 1e-10 * max(float(host.abs().max()), 1.0)
+    with pytest.raises(ValueError, match="up to 16 tasks, not 17"):
+        jacobi_eigh_fused(torch.eye(17, dtype=torch.float64, device=DEVICE), 1)
+
+
 def test_fused_solvers_setting():
     from mtrl.agents.graphed import fuses_solver
 
@@ -175,9 +206,11 @@ def test_fused_solvers_setting():
         return fuses_solver(get_aggregator(name, solver="device"), setting, tasks)
 
     # auto: CAGrad (measured faster on an H200, training updates matching the torch solver's);
-    # true: MGDA too; no kernels for the rest (UPGrad's and DualProj's orthant steps not fused)
+    # true: MGDA and IMTL-G too (IMTL-G's kernel not yet run on a GPU); no kernels for the rest
+    # (UPGrad's and DualProj's orthant steps not fused)
     assert fused("cagrad", "auto") and not fused("mgda", "auto") and fused("mgda", True)
-    assert not any(fused(m, True) for m in ("pcgrad", "imtl-g", "upgrad", "dualproj"))
+    assert fused("imtl-g", True) and not fused("imtl-g", "auto")
+    assert not any(fused(m, True) for m in ("pcgrad", "upgrad", "dualproj"))
     assert not fused("cagrad", False)
     # auto: up to 16 tasks (at T = 50 the kernels were slower on an H200); true: any number
     assert fused("cagrad", "auto", 16) and not fused("cagrad", "auto", 17)

@@ -410,7 +410,9 @@ def jacobi_sweeps(tasks: int) -> int:
     return 8 if tasks <= 12 else 10
 
 
-def imtl_g_weights_device(gram: Tensor, rtol: float, jacobi: bool = False) -> Tensor:
+def imtl_g_weights_device(
+    gram: Tensor, rtol: float, jacobi: bool = False, fused: bool = False
+) -> Tensor:
     """IMTL-G's weights A⁺n / 1ᵀA⁺n [T] from the Gramian, on gram's device: the transcription
     of ``imtl.imtl_g_weights``.
 
@@ -433,6 +435,7 @@ def imtl_g_weights_device(gram: Tensor, rtol: float, jacobi: bool = False) -> Te
     :param gram: the Gramian G Gᵀ [T, T], float64.
     :param rtol: eigenvalues below ``rtol`` times the largest are dropped (the host's T eps).
     :param jacobi: eigendecompose by ``jacobi_eigh`` instead of ``torch.linalg.eigh``.
+    :param fused: with ``jacobi``, its rotations in one Triton kernel (``fused_ip``).
     """
     diag = gram.diagonal()
     live = diag > _ZERO_GRADIENT * diag.amax()  # all False for a zero or non-finite diagonal
@@ -444,7 +447,7 @@ def imtl_g_weights_device(gram: Tensor, rtol: float, jacobi: bool = False) -> Te
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     a = torch.where(mm > 0, gram / scale, eye)
     symmetric = 0.5 * (a + a.T)
-    vals, vecs = jacobi_eigh(symmetric) if jacobi else torch.linalg.eigh(symmetric)
+    vals, vecs = jacobi_eigh(symmetric, fused=fused) if jacobi else torch.linalg.eigh(symmetric)
     absolute = vals.abs()
     keep = absolute > rtol * absolute.amax()
     norms = torch.sqrt(a.diagonal()) * m
@@ -455,7 +458,7 @@ def imtl_g_weights_device(gram: Tensor, rtol: float, jacobi: bool = False) -> Te
     return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
 
 
-def jacobi_eigh(a: Tensor, sweeps: int | None = None) -> tuple[Tensor, Tensor]:
+def jacobi_eigh(a: Tensor, sweeps: int | None = None, fused: bool = False) -> tuple[Tensor, Tensor]:
     """Eigenvalues [T] and eigenvectors [T, T] (columns) of a symmetric ``a`` [T, T] by
     Jacobi rotations, in a fixed sequence of tensor ops: unlike ``torch.linalg.eigh``
     (cuSOLVER), it can be captured in a CUDA graph. Unsorted.
@@ -464,9 +467,14 @@ def jacobi_eigh(a: Tensor, sweeps: int | None = None) -> tuple[Tensor, Tensor]:
     pairs, T - 1 rounds a sweep; an odd T gets a zero row and column, which no rotation
     touches), each by the angle that zeroes its off-diagonal entry, |θ| <= π/4: a round is one
     orthogonal J, A <- Jᵀ A J and V <- V J, 13 kernels. Both members of a pair read the
-    same entries, so J is orthogonal to rounding whatever the data.
+    same entries, so J is orthogonal to rounding whatever the data. With ``fused`` every
+    round runs in one Triton kernel (``fused_ip.jacobi_eigh_fused``, up to 16 tasks).
     """
     tasks = a.shape[0]
+    if fused:
+        from mtrl.surgery.aggregators.fused_ip import jacobi_eigh_fused
+
+        return jacobi_eigh_fused(a, jacobi_sweeps(tasks) if sweeps is None else sweeps)
     n = tasks + tasks % 2
     rounds = n - 1
     A = torch.nn.functional.pad(a, (0, n - tasks, 0, n - tasks))

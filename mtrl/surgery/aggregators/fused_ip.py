@@ -1,5 +1,7 @@
 """The simplex interior-point steps of the device solvers as one Triton kernel
-(``fused_solvers``).
+(``fused_solvers``), and IMTL-G's Jacobi rotations as another (``jacobi_eigh_fused``: the
+rounds of ``device_solvers.jacobi_eigh``, 13 small kernels each, in one launch; not yet run
+on a GPU, so only ``fused_solvers=true`` takes it).
 
 ``device_solvers._interior_point`` launches about 44 kernels per step (9 compiled) and
 cuSOLVER/cuBLAS calls besides; replayed from a CUDA graph each costs about 2 us, which is
@@ -186,6 +188,78 @@ def spd_solve_fused(matrices: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
         matrices, flat, out, ok, tasks, RHS=columns, BLOCK=block, num_warps=_warps(block)
     )
     return out.reshape(rhs.shape), (ok != 0).reshape(batch)  # Inductor takes no int8 -> bool view
+
+
+JACOBI_TASKS = 16
+"""The most tasks ``jacobi_eigh_fused`` takes (IMTL-G's graphs, ``IMTLG.graph_tasks``): one
+warp per matrix; above, its products on a 64 x 64 tile spill registers."""
+
+
+@triton.jit
+def _jacobi_kernel(a_ptr, vals_ptr, vecs_ptr, tasks, sweeps, BLOCK: tl.constexpr):
+    """One program per symmetric matrix: ``device_solvers.jacobi_eigh``'s rounds, each T/2
+    disjoint rotations as J = diag(cos) + the signed sines at (lo, hi) and (hi, lo), A <- Jᵀ A J
+    and V <- V J by products on the tile. The padding rows pair with themselves (θ = 0)."""
+    k = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, BLOCK)
+    rows, cols = idx[:, None], idx[None, :]
+    live = idx < tasks
+    A = tl.where(live[:, None] & live[None, :], _load_matrix(a_ptr, k, tasks, idx), 0.0)
+    V = tl.where(rows == cols, 1.0, 0.0).to(tl.float64)
+    n = tasks + tasks % 2
+    last = n - 1
+    for _ in range(sweeps):
+        for r in range(last):
+            # the round-robin pairs of _round_robin: i + j = r (mod n - 1), the row left over
+            # with n - 1
+            partner = (r - idx + last) % last
+            partner = tl.where(partner == idx, last, partner)
+            partner = tl.where(idx == last, (r * (n // 2)) % last, partner)
+            partner = tl.where(idx < n, partner, idx)
+            is_lo = idx < partner
+            diag = tl.sum(tl.where(rows == cols, A, 0.0), axis=1)
+            other = tl.gather(diag, partner, axis=0)
+            diff = tl.where(is_lo, other - diag, diag - other)  # A[hi, hi] - A[lo, lo] for both
+            # A[lo, hi] for both rows of a pair: A is symmetric to rounding only, and in a null
+            # space both entries are rounding, which must give one angle
+            off_row = tl.reshape(tl.gather(A, partner[:, None], axis=1), idx.shape)  # A[i, p]
+            off_col = tl.reshape(tl.gather(A, partner[None, :], axis=0), idx.shape)  # A[p, i]
+            off = tl.where(is_lo, off_row, off_col)
+            # tan θ with |θ| <= π/4 from tan 2θ = 2 A[lo, hi] / (A[hi, hi] - A[lo, lo])
+            y = tl.where(diff >= 0, 2.0 * off, -2.0 * off)
+            x = tl.abs(diff)
+            radius = tl.sqrt(x * x + y * y)
+            t = tl.where(radius > 0, y / tl.where(radius > 0, x + radius, 1.0), 0.0)
+            cos = 1.0 / tl.sqrt(1.0 + t * t)
+            sin = tl.where(is_lo, t * cos, -t * cos)  # J[lo, hi] = sin θ, J[hi, lo] = -sin θ
+            J = tl.where(rows == cols, cos[:, None], 0.0) + tl.where(
+                cols == partner[:, None], sin[:, None], 0.0
+            )
+            A = tl.dot(tl.trans(J), tl.dot(A, J, input_precision="ieee"), input_precision="ieee")
+            V = tl.dot(V, J, input_precision="ieee")
+    diag = tl.sum(tl.where(rows == cols, A, 0.0), axis=1)
+    tl.store(vals_ptr + k * tasks + idx, diag, mask=live)
+    tl.store(
+        vecs_ptr + k * tasks * tasks + rows * tasks + cols, V, mask=live[:, None] & live[None, :]
+    )
+
+
+def jacobi_eigh_fused(a: Tensor, sweeps: int) -> tuple[Tensor, Tensor]:
+    """``device_solvers.jacobi_eigh`` in one kernel launch: the eigenvalues [..., T] and
+    eigenvectors [..., T, T] of symmetric ``a`` [..., T, T] (float64, T <= ``JACOBI_TASKS``) by
+    ``sweeps`` sweeps of Jacobi rotations. The angles come from tan θ instead of atan2, so
+    the two agree to rounding, not bit for bit."""
+    tasks = a.shape[-1]
+    if tasks > JACOBI_TASKS:
+        raise ValueError(f"jacobi_eigh_fused takes up to {JACOBI_TASKS} tasks, not {tasks}")
+    flat = a.reshape(-1, tasks, tasks).contiguous()
+    vals = torch.empty(flat.shape[:2], dtype=a.dtype, device=a.device)
+    vecs = torch.empty_like(flat)
+    block = _block(tasks)
+    _jacobi_kernel[(flat.shape[0],)](
+        flat, vals, vecs, tasks, sweeps, BLOCK=block, num_warps=_warps(block)
+    )
+    return vals.reshape(a.shape[:-1]), vecs.reshape(a.shape)
 
 
 def _block(tasks: int) -> int:

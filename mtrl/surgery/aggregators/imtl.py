@@ -75,13 +75,16 @@ class IMTLG(Weighting):
     rotations in tensor ops (``jacobi_eigh``, to ~2e-11 of the host's weights up to 16 tasks):
     about 1,000 ops per solve at T = 10 and 2,000 at T = 16, which replayed from a graph
     should still cost less than an eager update; above 16 tasks (6,400 at T = 50) they
-    would not, and such updates stay eager (``graph_tasks``).
+    would not, and such updates stay eager (``graph_tasks``). With ``fused_solvers=true`` the
+    rotations run in one Triton kernel per solve (``fused_ip.jacobi_eigh_fused``; not run on
+    a GPU yet, so ``auto`` leaves it off).
     """
 
     description = "combination with equal projections on every unit task gradient (closed form)"
     paper = "Liu et al. 2021"
     device_solver = True
     graph_tasks = 16
+    fusable = True
 
     def __init__(self, solver: Solver = "auto") -> None:
         self.solver = solver
@@ -96,7 +99,8 @@ class IMTLG(Weighting):
         return torch.from_numpy(imtl_g_weights(gram.numpy(), rtol))
 
     def device_weights(self, gram: Tensor) -> Tensor:
-        return imtl_g_weights_device(gram, gram.shape[0] * self.eps, jacobi=self.in_cuda_graph)
+        rtol = gram.shape[0] * self.eps
+        return imtl_g_weights_device(gram, rtol, self.in_cuda_graph, self.fused_solver)
 
     def options(self) -> dict[str, Any]:
         return {"solver": self.solver}
