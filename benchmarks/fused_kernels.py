@@ -48,6 +48,8 @@ TOOLS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 SIMPLEX = {"h_ptr": "*fp64", "p_ptr": "*fp64", "x_ptr": "*fp64", "z_ptr": "*fp64"}
 SIMPLEX |= {"tasks": "i32", "iters": "i32"}
 SPD = {"m_ptr": "*fp64", "r_ptr": "*fp64", "out_ptr": "*fp64", "ok_ptr": "*i8", "tasks": "i32"}
+JACOBI = {"a_ptr": "*fp64", "vals_ptr": "*fp64", "vecs_ptr": "*fp64", "tasks": "i32"}
+JACOBI |= {"sweeps": "i32"}
 """The kernels' run-time arguments and their types, in order (their constants follow)."""
 Tensor = torch.Tensor
 
@@ -62,15 +64,16 @@ class Compiled:
     instructions: int
     loops: list[int]
 
-    def per_step(self, tasks: int) -> int:
-        """Instructions of one pass of the outer loop with ``tasks`` passes of the inner one:
-        an interior-point step (the simplex kernel) or, with one loop, the sweep's T pivots
-        plus the rest of the kernel (the SPD kernel)."""
+    def per_step(self, passes: int) -> int:
+        """Instructions of one pass of the outer loop with ``passes`` passes of the inner one:
+        an interior-point step with its T pivots (the simplex kernel), a sweep with its rounds
+        (the Jacobi kernel) or, with one loop, the T pivots plus the rest of the kernel (the
+        SPD kernel)."""
         if len(self.loops) >= 2:
             outer, inner = self.loops[0], self.loops[-1]
-            return outer - inner + tasks * inner
+            return outer - inner + passes * inner
         inner = self.loops[-1]
-        return self.instructions - inner + tasks * inner
+        return self.instructions - inner + passes * inner
 
 
 def load_version(source: str) -> ModuleType:
@@ -140,11 +143,12 @@ def _loops(sass: str, instructions: list[tuple[str, str]]) -> list[int]:
     return [count for _, count in sorted(loops, reverse=True)]
 
 
-def compile_both(module: ModuleType, tasks: int, arch: int) -> dict[str, Compiled]:
-    """The simplex kernel and the SPD kernel (two right sides, CAGrad's) at ``tasks``."""
+def compile_all(module: ModuleType, tasks: int, arch: int) -> dict[str, Compiled]:
+    """The simplex kernel, the SPD kernel (two right sides, CAGrad's) and, where the version
+    has it and T is in its range, the Jacobi kernel (IMTL-G's) at ``tasks``."""
     block = module._block(tasks)
     warps = module._warps(block)
-    return {
+    found = {
         "simplex": compile_kernel(
             module._simplex_kernel, SIMPLEX, {"BLOCK": block, "FRACTION": module.TAU}, warps, arch
         ),
@@ -152,6 +156,11 @@ def compile_both(module: ModuleType, tasks: int, arch: int) -> dict[str, Compile
             module._spd_solve_kernel, SPD, {"RHS": 2, "BLOCK": block}, warps, arch
         ),
     }
+    if tasks <= getattr(module, "JACOBI_TASKS", 0):
+        found["jacobi"] = compile_kernel(
+            module._jacobi_kernel, JACOBI, {"BLOCK": block}, warps, arch
+        )
+    return found
 
 
 def time_kernels(module: ModuleType, tasks: int, rounds: int) -> tuple[float, float, Tensor]:
@@ -188,29 +197,34 @@ def print_static(versions: dict[str, ModuleType], tasks_list: list[int], arch: i
     """The static table, each version's lines side by side (with the ratios of the second
     over the first); returns the first version's compiled kernels per T."""
     print(f"triton {triton.__version__}, sm_{arch}, SASS instructions (static counts)")
-    print("(per step: an interior-point step of the simplex kernel, its T pivots and the rest;")
-    print(" for the SPD kernel a whole solve; whole: the kernel's code, each instruction once)")
+    print("(inner: a pivot of the sweep, or a round of T/2 rotations of the Jacobi kernel;")
+    print(" outer: an interior-point step with its T pivots, a Jacobi sweep with its rounds, or")
+    print(" the SPD kernel's whole solve; whole: the kernel's code, each instruction once)")
     header = f"{'T':>3} {'kernel':8} {'version':10} {'warps':>5} {'regs':>5} {'spilled B':>9}"
-    print(header + f" {'per pivot':>9} {'per step':>9} {'whole':>6}")
+    print(header + f" {'inner':>9} {'outer':>9} {'whole':>6}")
     names = list(versions)
     compiled = {}
     for tasks in tasks_list:
-        found = {name: compile_both(module, tasks, arch) for name, module in versions.items()}
+        found = {name: compile_all(module, tasks, arch) for name, module in versions.items()}
         compiled[tasks] = found[names[0]]
-        for kernel in ("simplex", "spd"):
+        for kernel in found[names[0]]:
+            passes = tasks + tasks % 2 - 1 if kernel == "jacobi" else tasks
             for name, module in versions.items():
+                if kernel not in found[name]:
+                    print(f"{tasks:>3} {kernel:8} {name:10} (no such kernel)")
+                    continue
                 c = found[name][kernel]
                 warps = module._warps(module._block(tasks))
                 print(
                     f"{tasks:>3} {kernel:8} {name:10} {warps:>5} {c.registers:>5} {c.spilled:>9}"
-                    f" {c.loops[-1]:>9} {c.per_step(tasks):>9} {c.instructions:>6}"
+                    f" {c.loops[-1]:>9} {c.per_step(passes):>9} {c.instructions:>6}"
                 )
-            if len(names) == 2:
+            if len(names) == 2 and all(kernel in found[name] for name in names):
                 now, then = (found[name][kernel] for name in names)
                 print(
                     f"{'':>3} {kernel:8} {'ratio':10} {'':>5} {'':>5} {'':>9}"
                     f" {then.loops[-1] / now.loops[-1]:>8.2f}x"
-                    f" {then.per_step(tasks) / now.per_step(tasks):>8.2f}x"
+                    f" {then.per_step(passes) / now.per_step(passes):>8.2f}x"
                     f" {then.instructions / now.instructions:>5.2f}x"
                 )
     return compiled
