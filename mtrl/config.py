@@ -185,16 +185,12 @@ class TrainConfig:
             raise ValueError(
                 "compile=true needs device=cuda (it captures the update in a CUDA graph)"
             )
-        if self.compile_solvers is True and (self.device == "cpu" or self.compile is False):
-            raise ValueError(
-                "compile_solvers=true needs device=cuda and compile on (it compiles the solvers "
-                "of an update captured in a CUDA graph)"
-            )
-        if self.fused_solvers is True and (self.device == "cpu" or self.compile is False):
-            raise ValueError(
-                "fused_solvers=true needs device=cuda and compile on (it fuses the solvers "
-                "of an update captured in a CUDA graph)"
-            )
+        for key, verb in (("compile_solvers", "compiles"), ("fused_solvers", "fuses")):
+            if getattr(self, key) is True and (self.device == "cpu" or self.compile is False):
+                raise ValueError(
+                    f"{key}=true needs device=cuda and compile on (it {verb} the solvers of an "
+                    "update captured in a CUDA graph)"
+                )
         if self.buffer_size < self.agent.batch_size:
             raise ValueError(
                 f"buffer_size={self.buffer_size} is below agent.batch_size="

@@ -29,7 +29,8 @@ one of them the eigendecomposition; UPGrad and DualProj: their T or one projecti
 interior-point steps over the positive orthant at once, then a support step (112 aten ops
 around 47 per step: 1052 at the default 20 steps). Views are counted here; the kernels among
 them are 44 per step with the simplex, 36 without. With ``fused`` (CAGrad, MGDA) the simplex
-steps run as one Triton kernel per solve and the support steps' systems as another
+steps run as one Triton kernel per solve and the support steps' systems as another, and
+IMTL-G's Jacobi rotations (``jacobi_eigh``, its path in a CUDA graph) as a third
 (``fused_ip``), for GPUs.
 """
 
@@ -471,10 +472,11 @@ def jacobi_eigh(a: Tensor, sweeps: int | None = None, fused: bool = False) -> tu
     round runs in one Triton kernel (``fused_ip.jacobi_eigh_fused``, up to 16 tasks).
     """
     tasks = a.shape[0]
+    sweeps = jacobi_sweeps(tasks) if sweeps is None else sweeps
     if fused:
         from mtrl.surgery.aggregators.fused_ip import jacobi_eigh_fused
 
-        return jacobi_eigh_fused(a, jacobi_sweeps(tasks) if sweeps is None else sweeps)
+        return jacobi_eigh_fused(a, sweeps)
     n = tasks + tasks % 2
     rounds = n - 1
     A = torch.nn.functional.pad(a, (0, n - tasks, 0, n - tasks))
@@ -485,7 +487,7 @@ def jacobi_eigh(a: Tensor, sweeps: int | None = None, fused: bool = False) -> tu
     # cos(θ - π/2) = sin θ: cos θ and sin θ in one op
     minus_shift = torch.arange(2, dtype=a.dtype, device=a.device)[:, None] * (-math.pi / 2)
     V = torch.eye(n, dtype=a.dtype, device=a.device)
-    for _ in range(jacobi_sweeps(tasks) if sweeps is None else sweeps):
+    for _ in range(sweeps):
         for r in range(rounds):
             off, upper, lower = A.reshape(-1).take(positions[r]).view(3, n)
             diff = upper - lower

@@ -83,8 +83,9 @@ class UPGrad(_DualConeWeighting):
     :param solver: where the projections are solved: ``host`` (exact NNLS, after copying the
         Gramian to the CPU: a sync on a GPU), ``device`` (``dual_cone_weights_device``: tensor
         ops on the gradients' device, no sync; interior-point steps, then an exact step on the
-        support they found; captured and checked against eager updates on an H200) or ``auto`` (the device in an update
-        replayed from a CUDA graph, ``compile``; else the host).
+        support they found; captured and checked against eager updates on an H200) or
+        ``auto`` (the device in an update replayed from a CUDA graph, ``compile``; else the
+        host).
     """
 
     description = "average of the task gradients each projected onto the no-conflict cone"
@@ -115,8 +116,9 @@ class DualProj(_DualConeWeighting):
     :param solver: where the projections are solved: ``host`` (exact NNLS, after copying the
         Gramian to the CPU: a sync on a GPU), ``device`` (``dual_cone_weights_device``: tensor
         ops on the gradients' device, no sync; interior-point steps, then an exact step on the
-        support they found; captured and checked against eager updates on an H200) or ``auto`` (the device in an update
-        replayed from a CUDA graph, ``compile``; else the host).
+        support they found; captured and checked against eager updates on an H200) or
+        ``auto`` (the device in an update replayed from a CUDA graph, ``compile``; else the
+        host).
     """
 
     description = "the mean gradient projected onto the cone that conflicts with no task"
