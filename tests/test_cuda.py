@@ -144,12 +144,27 @@ def test_a_failed_capture_warns_once_and_runs_eagerly(capsys):
     assert any(not torch.equal(a, p) for a, p in zip(before, agent.actor.parameters(), strict=True))
 
 
+def mt50_imtl_g_agent() -> MTSAC:
+    cfg = resolve_config("mt50-mtsac", ["device=cuda", "surgery=imtl-g"])
+    return MTSAC(39 + 50, ACT, 50, cfg.agent, cfg.surgery, "cuda", seed=0, capturable=True)
+
+
 def test_imtl_g_above_16_tasks_stays_eager():
     # its Jacobi eigendecomposition (eigh is refused under capture) grows as T³: not captured
-    cfg = resolve_config("mt50-mtsac", ["device=cuda", "surgery=imtl-g"])
-    agent = MTSAC(39 + 50, ACT, 50, cfg.agent, cfg.surgery, "cuda", seed=0, capturable=True)
+    agent = mt50_imtl_g_agent()
     assert "above 16 tasks (50 here)" in graph_blocker(agent)
     assert not isinstance(make_updater(agent, "auto"), GraphedUpdate)
+
+
+def test_kernels_that_fail_their_check_on_the_device_are_not_used(capsys):
+    """GraphedUpdate checks the Triton kernels on the device before it fuses
+    (solver_check.fused_mismatch): IMTL-G's Jacobi kernel takes up to 16 tasks, so at 50 its
+    check fails and the torch rotations run, with one warning line."""
+    update = GraphedUpdate(mt50_imtl_g_agent(), fused_solvers=True)
+    assert not any(a.fused_solver for a in update.agent.aggregators.values())
+    err = capsys.readouterr().err
+    assert err.count("warning: fused_solvers: IMTLG(solver='auto') solves with torch ops") == 1
+    assert "they did not run: ValueError: jacobi_eigh_fused takes up to 16 tasks" in err
 
 
 def test_compile_auto_captures_on_the_gpu_where_nothing_blocks_it():

@@ -22,6 +22,7 @@ from torch import Tensor
 from mtrl.agents.sac import MTSAC, Batch
 from mtrl.errors import one_line
 from mtrl.surgery.aggregators import Aggregator
+from mtrl.surgery.aggregators.solver_check import fused_mismatch
 
 WARMUP_UPDATES = 3
 """Eager updates on a side stream before the capture (lazy library handles and optimizer state
@@ -61,7 +62,8 @@ class GraphedUpdate:
         warm-up update.
     :param fused_solvers: run the simplex interior-point solvers as Triton kernels: true,
         false or auto (``fuses_solver``); without the ``triton`` package none are (true warns
-        once).
+        once), nor are kernels whose directions differ from the torch solver's on this device
+        (``solver_check.fused_mismatch``; a warning line says so).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class GraphedUpdate:
             # compiled in the eager warm-ups
             aggregator.compile_solver = compiles_solver(aggregator, compile_solvers)
             aggregator.fused_solver = fuses_solver(aggregator, fused_solvers, agent.num_tasks)
+        unfuse_failed_kernels(agent)
         self.agent = agent
         self.warmup = warmup
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -167,6 +170,27 @@ def fuses_solver(aggregator: Aggregator, fused_solvers: bool | str, tasks: int) 
     if fused_solvers is False or not aggregator.fusable:
         return False
     return fused_solvers is True or (aggregator.fused_auto and tasks <= FUSED_AUTO_TASKS)
+
+
+def unfuse_failed_kernels(agent: MTSAC) -> None:
+    """Turn ``fused_solver`` off for the aggregators whose Triton kernels fail their check on
+    the agent's device (``solver_check.fused_mismatch``), with one warning line for each
+    (the actor's and the critic's alike give one)."""
+    given: set[str] = set()
+    for aggregator in agent.aggregators.values():
+        if not aggregator.fused_solver:
+            continue
+        mismatch = fused_mismatch(aggregator, agent.num_tasks, agent.device)
+        if mismatch is None:
+            continue
+        aggregator.fused_solver = False
+        warning = (
+            f"warning: fused_solvers: {aggregator!r} solves with torch ops (its Triton kernels "
+            f"failed their check on this device: {mismatch})"
+        )
+        if warning not in given:
+            print(warning, file=sys.stderr)
+            given.add(warning)
 
 
 def triton_missing() -> bool:

@@ -129,3 +129,26 @@ def test_compile_solvers_auto_compiles_the_solvers_measured_faster_compiled():
     assert not compiled("dualproj", "auto")
     assert all(compiled(m, True) for m in ("cagrad", "mgda", "pcgrad", "upgrad", "dualproj"))
     assert not any(compiled(m, False) for m in ("cagrad", "pcgrad"))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy: IEEE inf in the interpreter
+def test_kernels_that_fail_their_device_check_are_turned_off_with_one_warning(capsys):
+    """What ``GraphedUpdate`` does before its warm-ups, on the CPU (the kernels in Triton's
+    interpreter): MGDA's kernels pass their check and stay on; IMTL-G's Jacobi kernel cannot
+    run at 17 tasks, so the actor's and the critic's aggregators solve with torch ops and one
+    line says why."""
+    pytest.importorskip("triton", reason="the fused solvers' kernels need triton")
+    from mtrl.agents.graphed import unfuse_failed_kernels
+
+    for name, tasks, fused in (("mgda", 3, True), ("imtl-g", 17, False)):
+        agent = MTSAC(12, 2, tasks, AgentConfig(hidden=[16]), SurgeryConfig(name=name))
+        for aggregator in agent.aggregators.values():
+            aggregator.fused_solver = True
+        unfuse_failed_kernels(agent)
+        assert [a.fused_solver for a in agent.aggregators.values()] == [fused, fused]
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: fused_solvers: IMTLG(solver='auto') solves with torch ops (its Triton kernels "
+        "failed their check on this device: they did not run: ValueError: jacobi_eigh_fused "
+        "takes up to 16 tasks, not 17)"
+    ]

@@ -31,6 +31,7 @@ from mtrl.surgery.aggregators.device_solvers import (
 from mtrl.surgery.aggregators.fused_ip import jacobi_eigh_fused, spd_solve_fused
 from mtrl.surgery.aggregators.imtl import imtl_g_weights
 from mtrl.surgery.aggregators.qp import min_norm_simplex
+from mtrl.surgery.aggregators.solver_check import check_gramians, fused_mismatch, solver_mismatch
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -222,3 +223,43 @@ def test_fused_solvers_setting():
         with pytest.raises(MtrlError, match="fused_solvers=true needs device=cuda and compile"):
             resolve_config("quickstart", overrides)
     assert resolve_config("quickstart", []).fused_solvers == "auto"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy: IEEE inf in the interpreter
+def test_the_kernels_pass_the_check_a_captured_update_makes_before_it_fuses():
+    """What ``GraphedUpdate`` checks on the device before it takes the kernels: MGDA's and
+    IMTL-G's through ``fused_mismatch`` (their copies on the captured path), CAGrad's through
+    the same comparison on 4 values of κ (its 256 programs take minutes in the interpreter;
+    on a GPU one launch); at 6 tasks, as the interpreter is slow. On a GPU this is the test that finds a kernel the card
+    computes wrongly where the interpreter is exact, as the orthant variant was."""
+    for name in ("mgda", "imtl-g"):
+        aggregator = get_aggregator(name, solver="device")
+        assert fused_mismatch(aggregator, 6, DEVICE) is None, name
+        assert not aggregator.fused_solver and not aggregator.in_cuda_graph  # left as they were
+
+    def cagrad(fused: bool):
+        return lambda gram: cagrad_weights_device(gram, 0.9, points=4, fused=fused)
+
+    assert solver_mismatch(cagrad(False), cagrad(True), check_gramians(6, DEVICE)) is None
+
+
+def test_the_fused_solvers_check_finds_solvers_that_disagree():
+    """The check's comparison fails on another problem's solution: CAGrad with c = 0.5 where
+    c = 0.9 was asked (a direction some 1e-1 off), and on a solver that gives NaN; and a
+    kernel that cannot run at all (IMTL-G's above 16 tasks) fails the check with its error
+    instead of stopping the run."""
+
+    def cagrad(c: float):
+        return lambda gram: cagrad_weights_device(gram, c, points=8)
+
+    gramians = check_gramians(6, DEVICE)
+    mismatch = solver_mismatch(cagrad(0.9), cagrad(0.5), gramians)
+    assert mismatch is not None and mismatch.startswith("on conflicting tasks its direction was")
+    gap = float(mismatch.split("was ")[1].split(" ")[0])
+    assert 1e-2 < gap < 1, mismatch
+    nan = solver_mismatch(cagrad(0.9), lambda gram: gram[0] * torch.nan, gramians)
+    assert nan == "on conflicting tasks its direction was nan (relative) off the torch solver's"
+    too_many = fused_mismatch(get_aggregator("imtl-g", solver="device"), 17, DEVICE)
+    assert (
+        too_many == "they did not run: ValueError: jacobi_eigh_fused takes up to 16 tasks, not 17"
+    )
