@@ -141,6 +141,8 @@ class GraphedUpdate:
                 f"warning: compile: the update runs eagerly (capture failed: {one_line(exc)})",
                 file=sys.stderr,
             )
+            # in_cuda_graph stays set: the eager updates keep the device solvers the warm-ups
+            # took, as a resumed run's warm-ups take them again (exact resume)
             self.failed, self._static, self._out = True, {}, {}
             return self._eager(batch)
         self.graph = graph
