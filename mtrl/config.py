@@ -167,8 +167,9 @@ class TrainConfig:
     step (``fused_ip``; the ``triton`` package comes with torch's CUDA builds): ``auto``
     (CAGrad's, up to 16 tasks, where an H200 measured it faster: 2.85 ms per update fused and
     compiled instead of 3.56 compiled at T = 10; at T = 50 the kernel is slower), ``true``
-    (CAGrad's and MGDA's at any T, and IMTL-G's Jacobi rotations, one kernel per solve;
-    warning where triton is missing; needs device=cuda and compile on) or ``false``. Before
+    (CAGrad's and MGDA's at any T, and the Jacobi rotations of IMTL-G, ConFIG and Aligned-MTL,
+    one kernel per solve; warning where triton is missing; needs device=cuda and compile on)
+    or ``false``. Before
     the capture the kernels are checked against the torch solver on the run's device
     (``solver_check``); where they disagree a warning line says so and the torch solver
     runs."""

@@ -46,9 +46,9 @@ def max_difference(a: MTSAC, b: MTSAC) -> float:
     return max((x - y).abs().max().item() for x, y in pairs)
 
 
-DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g")
+DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g", "config", "aligned-mtl")
 """Weightings with a device solver whose capture had not been checked on a GPU when added
-(IMTL-G: its Jacobi eigendecomposition, at T = 10)."""
+(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10)."""
 
 
 @pytest.mark.parametrize(
@@ -91,6 +91,8 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
         ("mgda", True, True),
         ("imtl-g", False, True),  # its Jacobi rotations as one kernel
         ("imtl-g", True, True),
+        ("config", False, True),
+        ("aligned-mtl", False, True),
     ],
 )
 def test_compiled_and_fused_solvers_are_captured_and_replay_what_eager_updates_compute(

@@ -47,13 +47,16 @@ def test_which_aggregators_run_on_the_device(name, options, on_device):
     assert get_aggregator(name, **options).runs_on_device() is on_device
 
 
-def test_imtl_g_is_captured_up_to_16_tasks():
-    # in a graph its eigendecomposition is Jacobi rotations (cuSOLVER's eigh is refused under
-    # capture), about T² ops a sweep: above 16 tasks an eager update is expected to cost less
-    imtl = get_aggregator("imtl-g")
-    assert imtl.runs_on_device() and imtl.capturable()
-    assert imtl.capture_blocker_for(10) is None and imtl.capture_blocker_for(16) is None
-    assert "above 16 tasks (50 here)" in imtl.capture_blocker_for(50)
+@pytest.mark.parametrize("name", ["imtl-g", "config", "aligned-mtl"])
+def test_eigendecomposing_weightings_are_captured_up_to_16_tasks(name):
+    # in a graph their eigendecomposition is Jacobi rotations (cuSOLVER's eigh is refused
+    # under capture), about T² ops a sweep: above 16 tasks an eager update is expected to cost
+    # less
+    aggregator = get_aggregator(name)
+    assert aggregator.runs_on_device() and aggregator.capturable()
+    assert aggregator.capture_blocker_for(10) is None
+    assert aggregator.capture_blocker_for(16) is None
+    assert "above 16 tasks (50 here)" in aggregator.capture_blocker_for(50)
     for name in ("mgda", "upgrad", "dualproj"):
         assert (
             get_aggregator(name).capturable()

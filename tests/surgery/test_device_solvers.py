@@ -1,4 +1,5 @@
-"""Device solvers of PCGrad, CAGrad, IMTL-G and MGDA: equal to the host solvers, no host sync, no data-dependent
+"""Device solvers of PCGrad, CAGrad, IMTL-G, ConFIG, Aligned-MTL, MGDA, UPGrad and DualProj:
+equal to the host solvers, no host sync, no data-dependent
 shapes (checked by recording the aten ops, and by running on the meta device, which has no data).
 """
 
@@ -17,12 +18,16 @@ from mtrl.confighelp import aggregators_text
 from mtrl.errors import MtrlError
 from mtrl.surgery import aggregator_class, get_aggregator, list_aggregators
 from mtrl.surgery.aggregators import LossWeighting, Weighting, device_solvers
+from mtrl.surgery.aggregators.aligned_mtl import aligned_mtl_transform
 from mtrl.surgery.aggregators.cagrad import CAGrad
+from mtrl.surgery.aggregators.conflict_free import config_weights
 from mtrl.surgery.aggregators.device_solvers import (
     DUAL_CONE_ITERS,
     MGDA_ITERS,
+    aligned_mtl_weights_device,
     cagrad_dual_device,
     cagrad_weights_device,
+    config_weights_device,
     dual_cone_weights_device,
     imtl_g_weights_device,
     jacobi_eigh,
@@ -325,7 +330,8 @@ def test_solver_options_are_validated_and_listed():
         assert (where == "device") == aggregator_class(name).device_solver, name
         assert (", graph" in lines[name]) == get_aggregator(name).capturable(), name
     assert ", device, graph;" in lines["pcgrad"] and ", device, graph, fused;" in lines["mgda"]
-    assert ", device, graph up to 16 tasks, fused;" in lines["imtl-g"]  # Jacobi: eager above
+    for name in ("imtl-g", "config", "aligned-mtl"):  # Jacobi in a graph: eager above 16 tasks
+        assert ", device, graph up to 16 tasks, fused;" in lines[name], name
     assert ", device;" in lines["graddrop"]  # its own generator: not captured
     assert (
         get_aggregator("mgda").options() == get_aggregator("imtl-g").options() == {"solver": "auto"}
@@ -400,8 +406,9 @@ def test_jacobi_eigendecomposition(tasks):
     assert torch.allclose(vals.sort().values, torch.linalg.eigvalsh(a), rtol=0, atol=1e-14)
 
 
-def test_imtl_g_takes_the_jacobi_eigendecomposition_in_a_graph():
-    agg = get_aggregator("imtl-g", solver="device")
+@pytest.mark.parametrize("name", ["imtl-g", "config", "aligned-mtl"])
+def test_eigendecompositions_are_jacobi_rotations_in_a_graph(name):
+    agg = get_aggregator(name, solver="device")
     agg.check_direction = False  # as with deferred checks
     G = torch.randn(6, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     eager = agg.aggregate(G).weights
@@ -446,6 +453,57 @@ def test_imtl_g_device_degenerate_gramians():
     assert torch.equal(
         imtl_g_weights_device(torch.zeros(4, 4, dtype=torch.float64), 1e-15),
         torch.zeros(4, dtype=torch.float64),
+    )
+
+
+# --- ConFIG and Aligned-MTL (eigendecompositions, as IMTL-G) ---------------------------------
+
+
+def assert_eigen_weightings_equal(gram: torch.Tensor, eps: float, jacobi: bool) -> None:
+    """ConFIG's and Aligned-MTL's (each scale mode) device weights equal the host's to 1e-10
+    of the largest (worst seen 1e-12)."""
+    pairs = [(config_weights(gram, eps), config_weights_device(gram, eps, jacobi))]
+    for mode in ("min", "median", "rmse"):
+        host = aligned_mtl_transform(gram, mode, eps).sum(dim=1)
+        pairs.append((host, aligned_mtl_weights_device(gram, mode, eps, jacobi)))
+    for host, device in pairs:
+        assert device.dtype == torch.float64
+        assert (device - host).abs().max() <= 1e-10 * max(float(host.abs().max()), 1.0)
+
+
+@pytest.mark.parametrize("tasks", [2, 3, 10, 16, 50])
+def test_config_and_aligned_mtl_device_weights_equal_the_host_ones(tasks):
+    # IMTL-G's problems (P below and above T; zero, duplicate, opposite tasks) at scales 1e-4
+    # and 1e4, float32 Gramians with float32's cutoff too; Jacobi rotations up to the 16
+    # tasks of their graphs
+    for G in imtl_gradients(tasks, seed=200 + tasks):
+        for jacobi in (False, True) if tasks <= 16 else (False,):
+            for scale in (1e-4, 1e4):
+                assert_eigen_weightings_equal((G * scale) @ (G * scale).T, F64_EPS, jacobi)
+            G32 = G.float()
+            assert_eigen_weightings_equal((G32 @ G32.T).double(), F32_EPS, jacobi)
+
+
+def test_config_and_aligned_mtl_device_degenerate_gramians():
+    gen = torch.Generator().manual_seed(4)
+    a, b, c = torch.randn(3, 20, generator=gen, dtype=torch.float64)
+    zero = torch.zeros(20, dtype=torch.float64)
+    for G in (
+        torch.stack([a, -a]),
+        torch.stack([a, a, b]),
+        torch.stack([a, 2 * a, -0.5 * a]),
+        torch.stack([a, zero, b, zero]),
+        torch.stack([zero, a]),
+        torch.stack([a, b, c, a + b]),
+        torch.randn(30, 2, generator=gen, dtype=torch.float64),
+        torch.zeros(4, 20, dtype=torch.float64),  # ConFIG: zero weights; Aligned-MTL: B = I
+    ):
+        for jacobi in (False, True):
+            assert_eigen_weightings_equal(G @ G.T, F64_EPS, jacobi)
+    zeros = torch.zeros(4, 4, dtype=torch.float64)
+    assert torch.equal(config_weights_device(zeros, F64_EPS), torch.zeros(4, dtype=torch.float64))
+    assert torch.equal(
+        aligned_mtl_weights_device(zeros, "median", F64_EPS), torch.ones(4, dtype=torch.float64)
     )
 
 
@@ -596,7 +654,7 @@ def test_dual_cone_device_degenerate_gramians():
                 assert torch.equal(dual_cone_weights_device(gram, targets, reg_eps, 1e-4), targets)
 
 
-@pytest.mark.parametrize("name", ["mgda", "imtl-g", "upgrad", "dualproj"])
+@pytest.mark.parametrize("name", ["mgda", "imtl-g", "config", "aligned-mtl", "upgrad", "dualproj"])
 def test_weighting_device_paths_through_the_aggregator(name):
     gen = torch.Generator().manual_seed(7)
     blocks = [torch.randn(6, 4, 5, generator=gen), torch.randn(6, 7, generator=gen)]
@@ -622,10 +680,16 @@ MARKER_OP = {
     "cagrad": "linalg_cholesky_ex",
     "mgda": "linalg_cholesky_ex",
     "imtl-g": "_linalg_eigh",
+    "config": "_linalg_eigh",
+    "aligned-mtl": "_linalg_eigh",
     "upgrad": "linalg_cholesky_ex",
     "dualproj": "linalg_cholesky_ex",
 }
-MORE_OPTIONS = {"pcgrad": {"order": "shared"}, "cagrad": {"rescale": 2}}
+MORE_OPTIONS = {
+    "pcgrad": {"order": "shared"},
+    "cagrad": {"rescale": 2},
+    "aligned-mtl": {"scale_mode": "median"},  # a sort of the kept eigenvalues
+}
 
 
 @pytest.mark.parametrize("name", list(MARKER_OP))
@@ -711,7 +775,8 @@ def test_device_solver_counts_are_fixed():
     assert np.isfinite(cagrad_weights_device(grams[2], 0.5).numpy()).all()
     # MGDA: 105 aten ops around 58 per interior-point step (1033 at 16 steps); IMTL-G: 48, one
     # of them the eigendecomposition, or in a graph 88 around 21 per Jacobi round (13 of them
-    # kernels; T - 1 = 9 rounds a sweep, 8 sweeps); a dual-cone projection (UPGrad: 10 at
+    # kernels; T - 1 = 9 rounds a sweep, 8 sweeps), ConFIG 80 and Aligned-MTL 81 (median) around
+    # the same rounds; a dual-cone projection (UPGrad: 10 at
     # once, DualProj: 1): 112 around 47 per step (1052 at 20 steps)
     grams.append(torch.stack([grams[0][0]] * 10))  # ten identical tasks
     upgrad, dualproj = dual_cone_targets("upgrad", 10), dual_cone_targets("dualproj", 10)
@@ -722,6 +787,11 @@ def test_device_solver_counts_are_fixed():
         (lambda gram: mgda_weights_device(gram), 105 + 58 * MGDA_ITERS),
         (lambda gram: imtl_g_weights_device(gram, 1e-15), 48),
         (lambda gram: imtl_g_weights_device(gram, 1e-15, jacobi=True), 88 + 21 * 8 * 9),
+        (lambda gram: config_weights_device(gram, 1e-15, jacobi=True), 80 + 21 * 8 * 9),
+        (
+            lambda gram: aligned_mtl_weights_device(gram, "median", 1e-15, jacobi=True),
+            81 + 21 * 8 * 9,
+        ),
         (
             lambda gram: dual_cone_weights_device(gram, upgrad, 1e-4, 1e-4),
             112 + 47 * DUAL_CONE_ITERS,

@@ -3,10 +3,13 @@ Networks"), as in the official code (tum-pbs/ConFIG)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from mtrl.surgery.aggregators.base import Aggregation, Weighting
+from mtrl.surgery.aggregators.base import Aggregation, Solver, Weighting
+from mtrl.surgery.aggregators.device_solvers import config_weights_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 from mtrl.surgery.taskgrads import TaskGradients
 
@@ -63,12 +66,25 @@ class ConFIG(Weighting):
     only for nearly dependent unit gradients. For T = 2 the official code uses a closed form
     (``ConFIG_update_double``) that gives the same direction. The momentum variant (M-ConFIG) is
     not implemented.
+
+    :param solver: where the weights are computed: ``host`` (after copying the Gramian to the
+        CPU: a sync on a GPU), ``device`` (``config_weights_device``: the same computation in
+        tensor ops on the gradients' device, no sync) or ``auto`` (the device in an update
+        replayed from a CUDA graph, ``compile``; else the host). In a captured update the
+        eigendecomposition is Jacobi rotations (cuSOLVER's eigh is not captured), as for
+        IMTL-G, and so is captured up to 16 tasks (``graph_tasks``).
     """
 
     description = "equal-angle direction to every task gradient, scaled by their projections"
     paper = "Liu et al. 2024"
+    device_solver = True
+    graph_tasks = 16
+    fusable = True
 
     gram_eps: float = torch.finfo(torch.float64).eps
+
+    def __init__(self, solver: Solver = "auto") -> None:
+        self.solver = solver
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         self.gram_eps = float(torch.finfo(G.dtype).eps)  # the rank cutoff follows G's precision
@@ -76,3 +92,9 @@ class ConFIG(Weighting):
 
     def weights(self, gram: Tensor) -> Tensor:
         return config_weights(gram, self.gram_eps)
+
+    def device_weights(self, gram: Tensor) -> Tensor:
+        return config_weights_device(gram, self.gram_eps, self.in_cuda_graph, self.fused_solver)
+
+    def options(self) -> dict[str, Any]:
+        return {"solver": self.solver}

@@ -1,13 +1,14 @@
-"""Device-side weight solvers for PCGrad, CAGrad, IMTL-G, MGDA, UPGrad and DualProj: tensor ops
-only, on the Gramian's device.
+"""Device-side weight solvers for PCGrad, CAGrad, IMTL-G, ConFIG, Aligned-MTL, MGDA, UPGrad and
+DualProj: tensor ops only, on the Gramian's device.
 
 No host sync (no ``.item()``, ``bool(tensor)``, ``.cpu()``, ``.numpy()``), a fixed number of
 steps and no data-dependent shapes, so one aggregation can be recorded in a CUDA graph and
 replayed; on the CPU they compute what the host solvers compute (PCGrad exactly, CAGrad to the
-tolerance its tests check, IMTL-G to ~1e-11, MGDA's, UPGrad's and DualProj's directions to
-rounding where their support steps succeed). IMTL-G's uses ``torch.linalg.eigh``, which
-cuSOLVER is reported not to run under capture (pytorch/pytorch#188355): it runs on the device
-outside graphs only.
+tolerance its tests check, IMTL-G to ~1e-11, ConFIG and Aligned-MTL to ~1e-12, MGDA's,
+UPGrad's and DualProj's directions to rounding where their support steps succeed). IMTL-G,
+ConFIG and Aligned-MTL eigendecompose the Gramian by ``torch.linalg.eigh``, which cuSOLVER
+does not run under capture (pytorch/pytorch#188355), outside graphs, and by Jacobi rotations
+in tensor ops in a captured update (``jacobi_eigh``).
 
 CAGrad's dual ``min_{w in simplex} wᵀA b + s sqrt(wᵀA w + eps)`` is solved through the family of
 quadratic programs ``x(κ) = argmin_{x in hull(G)} ‖x + κ g0‖²`` (g0 the mean gradient): the
@@ -25,12 +26,13 @@ Cost: 911 aten ops per CAGrad solve at the default 12 steps (counted by a dispat
 same sequence for every input of a given shape; 58 per interior-point step). MGDA: one
 problem through the same interior-point steps, then a support step (105 aten ops around 58 per
 step as counted by the tests' dispatch mode: 1033 at the default 16 steps); IMTL-G: 48 aten ops,
-one of them the eigendecomposition; UPGrad and DualProj: their T or one projections through
+one of them the eigendecomposition (ConFIG and Aligned-MTL about as many; with Jacobi
+rotations some 1,600 at T = 10); UPGrad and DualProj: their T or one projections through
 interior-point steps over the positive orthant at once, then a support step (112 aten ops
 around 47 per step: 1052 at the default 20 steps). Views are counted here; the kernels among
 them are 44 per step with the simplex, 36 without. With ``fused`` (CAGrad, MGDA) the simplex
 steps run as one Triton kernel per solve and the support steps' systems as another, and
-IMTL-G's Jacobi rotations (``jacobi_eigh``, its path in a CUDA graph) as a third
+the Jacobi rotations (``jacobi_eigh``, the eigendecomposition in a CUDA graph) as a third
 (``fused_ip``), for GPUs.
 """
 
@@ -447,8 +449,7 @@ def imtl_g_weights_device(
     mm = m[:, None] * m[None, :]
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     a = torch.where(mm > 0, gram / scale, eye)
-    symmetric = 0.5 * (a + a.T)
-    vals, vecs = jacobi_eigh(symmetric, fused=fused) if jacobi else torch.linalg.eigh(symmetric)
+    vals, vecs = symmetric_eigh(a, jacobi, fused)
     absolute = vals.abs()
     keep = absolute > rtol * absolute.amax()
     norms = torch.sqrt(a.diagonal()) * m
@@ -457,6 +458,69 @@ def imtl_g_weights_device(
     total = v.sum()
     ok = total.abs() >= _IMTL_ZERO_SUM
     return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
+
+
+def symmetric_eigh(a: Tensor, jacobi: bool = False, fused: bool = False) -> tuple[Tensor, Tensor]:
+    """Eigenvalues [T] and eigenvectors [T, T] of ``(a + aᵀ) / 2``: ``torch.linalg.eigh``
+    (ascending), or with ``jacobi`` ``jacobi_eigh`` (unsorted; what a CUDA graph can capture),
+    its rotations in one Triton kernel with ``fused``."""
+    symmetric = 0.5 * (a + a.T)
+    return jacobi_eigh(symmetric, fused=fused) if jacobi else torch.linalg.eigh(symmetric)
+
+
+def config_weights_device(
+    gram: Tensor, eps: float, jacobi: bool = False, fused: bool = False
+) -> Tensor:
+    """ConFIG's weights [T] from the Gramian, on gram's device: the transcription of
+    ``conflict_free.config_weights`` (w0 = D C⁺ 1 with C the cosine matrix, scaled to the sum
+    of the projections). A zero gradient's row and column of C are zero, so its eigenvalue is
+    dropped with the null space and its weight is 0; with ``jacobi`` (a captured update) the
+    eigendecomposition is ``jacobi_eigh``, as IMTL-G's (``imtl_g_weights_device``).
+
+    :param eps: the precision of the gradients: eigenvalues of C up to T eps times the
+        largest count as zero, as on the host.
+    """
+    sq_norms = gram.diagonal()
+    live = sq_norms > 0
+    inv_norms = torch.where(live, torch.rsqrt(torch.where(live, sq_norms, 1.0)), 0.0)
+    cosines = gram * inv_norms[:, None] * inv_norms[None, :]
+    vals, vecs = symmetric_eigh(cosines, jacobi, fused)
+    keep = vals > vals.amax().clamp(min=0) * len(gram) * eps
+    ones = torch.ones_like(sq_norms)
+    w0 = inv_norms * (vecs @ torch.where(keep, (vecs.T @ ones) / torch.where(keep, vals, 1.0), 0.0))
+    gram_w0 = gram @ w0
+    sq_length = w0 @ gram_w0
+    ok = sq_length > 0  # else every gradient is zero, or 1 is orthogonal to the span
+    return torch.where(ok, w0 * (gram_w0.sum() / torch.where(ok, sq_length, 1.0)), 0.0)
+
+
+def aligned_mtl_weights_device(
+    gram: Tensor, scale_mode: str, eps: float, jacobi: bool = False, fused: bool = False
+) -> Tensor:
+    """Aligned-MTL's weights B 1 [T] from the Gramian, on gram's device: the transcription of
+    ``aligned_mtl.aligned_mtl_transform`` (B = sqrt(s) V Λ^-1/2 Vᵀ over the eigenvalues above
+    T eps λ_max; s their smallest, lower median or mean for ``min``, ``median``, ``rmse``; an
+    all-zero Gramian gives B = I). The Gramian is divided by its mean diagonal first, which
+    leaves B as it is (s and Λ scale alike); with ``jacobi`` (a captured update) the
+    eigendecomposition is ``jacobi_eigh``, whose eigenvalues come unsorted, so the median
+    sorts them.
+    """
+    scale = gram.diagonal().mean()
+    scale = torch.where(scale > 0, scale, 1.0)
+    vals, vecs = symmetric_eigh(gram / scale, jacobi, fused)
+    keep = vals > vals.amax().clamp(min=0) * len(gram) * eps
+    kept = keep.sum()
+    if scale_mode == "min":
+        s = torch.where(keep, vals, torch.inf).amin()
+    elif scale_mode == "median":
+        ascending = torch.where(keep, vals, torch.inf).sort().values
+        s = ascending.gather(0, ((kept - 1) // 2).clamp(min=0).reshape(1))[0]
+    else:
+        s = torch.where(keep, vals, 0.0).sum() / kept.clamp(min=1)
+    inv_sqrt = torch.where(keep, torch.rsqrt(torch.where(keep, vals, 1.0)), 0.0)
+    s = torch.where(kept > 0, s, 1.0)
+    weights = torch.sqrt(s) * (vecs @ (inv_sqrt * vecs.sum(dim=0)))
+    return torch.where(kept > 0, weights, 1.0)  # B = I: the sum of the gradients
 
 
 def jacobi_eigh(a: Tensor, sweeps: int | None = None, fused: bool = False) -> tuple[Tensor, Tensor]:
