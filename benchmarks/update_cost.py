@@ -48,6 +48,7 @@ from mtrl.agents.graphed import WARMUP_UPDATES, GraphedUpdate, graph_blocker, ma
 from mtrl.agents.networks import squashed_sample
 from mtrl.config import resolve_config
 from mtrl.surgery import aggregator_class, list_aggregators, option_specs
+from mtrl.surgery.aggregators import Weighting
 
 OBS, ACT = 39, 4
 EXPERIMENT = {"mean": "mtsac", "pcgrad": "pcgrad", "cagrad": "cagrad"}
@@ -100,8 +101,10 @@ def make_agent(
     experiment = EXPERIMENT.get(method)
     overrides = [] if experiment or method == "plain" else [f"surgery={method}"]
     overrides += [f"agent.task_grads={PATHS[path]}", f"agent.network={network}"]
-    solver = method != "plain" and "solver" in option_specs(method)
-    if path == "graph" and solver and aggregator_class(method).device_solver:
+    cls = None if method == "plain" else aggregator_class(method)
+    # FairGrad's ``solver`` names its algorithm: it takes its device path in a graph by itself
+    placed = cls is not None and getattr(cls, "placement", None) is Weighting.placement
+    if path == "graph" and placed and cls.device_solver and "solver" in option_specs(method):
         overrides.append("surgery.solver=device")  # what solver=auto takes in a graph
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)
     torch.manual_seed(0)

@@ -46,9 +46,10 @@ def max_difference(a: MTSAC, b: MTSAC) -> float:
     return max((x - y).abs().max().item() for x, y in pairs)
 
 
-DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g", "config", "aligned-mtl")
+DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g", "config", "aligned-mtl", "sdmgrad")
 """Weightings with a device solver whose capture had not been checked on a GPU when added
-(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10)."""
+(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10; SDMGrad: its w
+kept on the device, updated in place)."""
 
 
 @pytest.mark.parametrize(
@@ -60,8 +61,11 @@ DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g", "config", "aligned-mtl"
         ("mt10-pcgrad", ["surgery.solver=device"]),
         ("mt10-cagrad", ["surgery.solver=device"]),
         *(("mt10-mtsac", [f"surgery={m}", "surgery.solver=device"]) for m in DEVICE_SOLVED),
+        # its solver option names its algorithm; the eager reference's in_cuda_graph below
+        # takes its device path
+        ("mt10-mtsac", ["surgery=fairgrad"]),
     ],
-    ids=["mean", "pcgrad", "cagrad", *DEVICE_SOLVED],
+    ids=["mean", "pcgrad", "cagrad", *DEVICE_SOLVED, "fairgrad"],
 )
 def test_graph_replays_equal_eager_updates(experiment, overrides):
     eager = mt10_agent(experiment, *overrides)

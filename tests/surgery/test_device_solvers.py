@@ -684,6 +684,7 @@ MARKER_OP = {
     "aligned-mtl": "_linalg_eigh",
     "upgrad": "linalg_cholesky_ex",
     "dualproj": "linalg_cholesky_ex",
+    "sdmgrad": "sort",  # its projections onto the simplex
 }
 MORE_OPTIONS = {
     "pcgrad": {"order": "shared"},
@@ -729,6 +730,35 @@ def test_device_paths_run_on_the_meta_device(name):
         torch.empty(3, device="meta") + torch.ones(3)
 
 
+def test_fairgrad_sgd_takes_the_device_path_in_a_graph():
+    # its ``solver`` option names its algorithm: with sgd (fixed steps) a captured update
+    # takes the device path, as solver=auto does for the others; least_squares (scipy) stays
+    # on the host. 4 ops, then 23 a step (one of them a view) for 19 steps and a last one that
+    # only evaluates (7): a fixed sequence
+    agg = get_aggregator("fairgrad")
+    assert agg.placement == "host" and agg.capturable()
+    agg.check_direction = False
+    agg.in_cuda_graph = True
+    assert agg.placement == "device"
+    host_only = get_aggregator("fairgrad", solver="least_squares")
+    host_only.in_cuda_graph = True
+    assert host_only.placement == "host" and not host_only.runs_on_device()
+    with MetaOnly():
+        assert agg.aggregate(torch.empty(6, 10, device="meta")).direction.shape == (10,)
+    G = torch.randn(5, 12, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with NoHostSync() as mode:
+        agg.aggregate(G)  # on the CPU too
+    assert "linalg_vector_norm" in mode.ops
+    gen = torch.Generator().manual_seed(2)
+    grams = [g @ g.T for g in 0.05 * torch.randn(2, 10, 40, generator=gen, dtype=torch.float64)]
+    sequences = []
+    for gram in grams:
+        with NoHostSync() as mode:
+            agg.device_weights(gram)
+        sequences.append(mode.ops)
+    assert sequences[0] == sequences[1] and len(sequences[0]) == 4 + 23 * 19 + 7
+
+
 def test_device_solvers_make_no_tensors_from_host_data():
     # torch.tensor(...) and the like copy host data to the device (refused in CUDA-graph
     # capture), and bypass the dispatcher, so the checks above cannot see them
@@ -747,9 +777,12 @@ def test_methods_listed_as_device_do_not_sync(name):
     cls = aggregator_class(name)
     if not cls.device_solver:
         return
-    options = {"solver": "device"} if issubclass(cls, Weighting) else {}
-    agg = get_aggregator(name, seed=0, **options)
+    # a class whose ``solver`` option names an algorithm (FairGrad) takes its device path in a
+    # captured update on any device
+    forced = issubclass(cls, Weighting) and cls.placement is Weighting.placement
+    agg = get_aggregator(name, seed=0, **({"solver": "device"} if forced else {}))
     agg.check_direction = False
+    agg.in_cuda_graph = not forced
     if issubclass(cls, Weighting):
         assert cls.device_weights is not Weighting.device_weights
     gen = torch.Generator().manual_seed(1)

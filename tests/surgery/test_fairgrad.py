@@ -90,6 +90,23 @@ def test_sgd_solver_is_the_official_meta_world_code(tasks, params):
         torch.testing.assert_close(ours, _official_meta_world_sgd(G, 2.0), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("tasks", [2, 5, 10, 50])
+def test_sgd_device_weights_equal_the_host_ones(tasks):
+    """The sgd solver's device path (a captured update's) gives the host's weights to 1e-10
+    (worst seen 2e-11): P below and above T, gradient scales from the small ones where several
+    steps improve to large ones, α from 0.5 to 5, a zero gradient, and α = 0 (the mean)."""
+    aggregator = get_aggregator("fairgrad")
+    for params in (tasks // 2 + 1, 200):
+        for scale in (0.01, 0.05, 1.0, 10.0):
+            G = scale * _matrix(tasks, params, seed=tasks + params)
+            G[tasks // 2] *= 0.0 if scale == 1.0 else 1.0
+            gram = G @ G.T
+            for alpha in (0.0, 0.5, 2.0, 5.0):
+                aggregator.alpha = alpha
+                host, device = aggregator.weights(gram), aggregator.device_weights(gram)
+                assert (device - host).abs().max() <= 1e-10 * host.abs().max(), (params, alpha)
+
+
 def test_single_task_and_non_finite_gradients():
     g = _matrix(1, 5, 0)
     for solver in ("least_squares", "sgd"):

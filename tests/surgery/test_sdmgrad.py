@@ -110,6 +110,45 @@ def _simplex_minimiser(A: np.ndarray, pull: np.ndarray) -> np.ndarray:
     ).x
 
 
+@pytest.mark.parametrize(("tasks", "params"), CASES)
+def test_device_path_takes_the_host_steps(tasks, params):
+    """solver=device (what a CUDA graph's update takes) against the host path, one call at a
+    time from the same w (the host's, handed over as a checkpoint would): the official lr = 10
+    amplifies rounding (see above; over several calls two host runs on Gramians 1e-15 apart
+    end up to 1 apart), hence one call, and from a w off 1/T one call amplifies more: 1e-6 of
+    the largest weight (observed <= 4e-8); and the weights after a zero gradient."""
+    host, device = (
+        get_aggregator("sdmgrad", solver="host"),
+        get_aggregator("sdmgrad", solver="device"),
+    )
+    for call in range(3):
+        G = _matrix(tasks, params, 20 + call)
+        G[0] *= 0.0 if call == 2 else 1.0
+        device.load_state_dict(host.state_dict())
+        want, got = host.aggregate(G).weights, device.aggregate(G).weights
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(want.abs().max()))
+        np.testing.assert_allclose(device.state_dict()["w"], host.w, rtol=0, atol=1e-6)
+
+
+def test_device_path_keeps_its_w_across_calls_and_checkpoints():
+    """With a contracting step the device path follows the host's over many calls (1e-12),
+    its w lives on the device between calls, and a restored copy of its state continues
+    exactly as the original does."""
+    options = {"lamda": 0.3, "lr": 1.0, "niter": 15}
+    host = get_aggregator("sdmgrad", solver="host", **options)
+    device = get_aggregator("sdmgrad", solver="device", **options)
+    base = _matrix(8, 50, 0)
+    for call in range(8):
+        G = base + 0.5 * _matrix(8, 50, 10 + call)
+        want, got = host.aggregate(G).weights, device.aggregate(G).weights
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert device.w is None and device.device_w is not None
+    restored = get_aggregator("sdmgrad", solver="device", **options)
+    restored.load_state_dict(device.state_dict())
+    G = base + 0.5 * _matrix(8, 50, 30)
+    assert torch.equal(restored.aggregate(G).weights, device.aggregate(G).weights)
+
+
 def test_converged_weights_minimise_the_direction_oriented_objective():
     """With a small step and many iterations the inner loop reaches
     argmin_{w in simplex} ½ wᵀAw + λ wᵀA1/T (A the normalised Gramian)."""

@@ -264,12 +264,18 @@ class Weighting(Aggregator):
 
     def _use_device(self, G: TaskGradients) -> bool:
         """Whether this aggregation takes the device path (see the class docstring)."""
-        if not self.device_solver or self.solver == "host":
+        if not self.device_solver or self.placement == "host":
             return False
-        return self.solver == "device" or (self.in_cuda_graph and G.device.type != "cpu")
+        return self.placement == "device" or (self.in_cuda_graph and G.device.type != "cpu")
+
+    @property
+    def placement(self) -> str:
+        """``auto``, ``host`` or ``device``: the ``solver`` option of a class with a device
+        solver (a class whose ``solver`` option names an algorithm maps it here)."""
+        return self.solver
 
     def runs_on_device(self) -> bool:
-        return self.device_solver and self.solver != "host"
+        return self.device_solver and self.placement != "host"
 
     def weights(self, gram: Tensor) -> Tensor:
         """Task weights [T] (float64, CPU) from the T x T Gramian."""

@@ -460,6 +460,67 @@ def imtl_g_weights_device(
     return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
 
 
+def fairgrad_sgd_device(
+    gram: Tensor, alpha: float, steps: int, lr: float, momentum: float, eps: float
+) -> Tensor:
+    """FairGrad's weights [T] by the official MTRL code's SGD, on gram's device: the
+    transcription of ``fairgrad.fairgrad_sgd`` (``steps`` steps of SGD with ``momentum`` on
+    ‖G Gᵀ w - (1/(w + eps))^(1/α)‖² from 1/T, the gradient's norm clipped to 1, w clamped to
+    >= eps; the best iterate seen), its comparisons as ``torch.where`` selections. The last
+    step's update, never evaluated there either, is left out."""
+    w = torch.full_like(gram.diagonal(), 1.0 / gram.shape[0])
+    best, best_value = w, torch.full_like(w[0], torch.inf)
+    velocity = w
+    for step in range(steps):
+        shifted = w + eps
+        power = torch.pow(shifted, -1.0 / alpha)  # (1/(w + eps))^(1/α)
+        residual = gram @ w - power
+        value = residual @ residual
+        better = value < best_value
+        best, best_value = torch.where(better, w, best), torch.where(better, value, best_value)
+        if step == steps - 1:
+            break
+        # the derivative of the power is -(power / shifted) / α
+        grad = 2.0 * (gram.T @ residual + (power / shifted) * residual / alpha)
+        clip = torch.linalg.vector_norm(grad) + 1e-6
+        grad = torch.where(clip > 1.0, grad / clip, grad)
+        velocity = grad if step == 0 else torch.add(grad, velocity, alpha=momentum)
+        w = torch.clamp(torch.sub(w, velocity, alpha=lr), min=eps)
+    return best
+
+
+def project_simplex_device(v: Tensor) -> Tensor:
+    """The Euclidean projection of v [T] onto the probability simplex, on v's device:
+    ``sdmgrad.project_onto_simplex`` (Duchi et al. 2008, with its early return for a point
+    already on the simplex) with the index of the last sorted entry above the threshold taken
+    by a maximum instead of ``nonzero``."""
+    u = v.sort(descending=True).values
+    cssv = u.cumsum(0)
+    k = torch.arange(1, v.shape[0] + 1, dtype=v.dtype, device=v.device)
+    last = (torch.where(u * k > cssv - 1.0, k, 0.0).amax() - 1).long()  # ρ
+    theta = (cssv.gather(0, last.reshape(1)) - 1.0) / (last + 1)
+    on_simplex = (v.sum() == 1.0) & (v >= 0).all()
+    return torch.where(on_simplex, v, torch.clamp(v - theta, min=0.0))
+
+
+def sdmgrad_weights_device(
+    gram: Tensor, w: Tensor, lamda: float, niter: int, lr: float, momentum: float
+) -> tuple[Tensor, Tensor]:
+    """SDMGrad's weights [T] and its next inner iterate w [T] from the Gramian and the last
+    call's w, on gram's device: the transcription of ``SDMGrad.weights`` (``niter`` steps of
+    projected SGD with momentum on ½ wᵀAw + λ wᵀA1/T, A the Gramian over (mean_i √(A_ii +
+    1e-4))²)."""
+    tasks = gram.shape[0]
+    a = gram / torch.sqrt(gram.diagonal() + 1e-4).mean() ** 2
+    pull = lamda * a.mean(dim=1)
+    velocity = w
+    for step in range(niter):
+        grad = a @ w + pull
+        velocity = grad if step == 0 else torch.add(grad, velocity, alpha=momentum)
+        w = project_simplex_device(torch.sub(w, velocity, alpha=lr))
+    return (w + lamda / tasks) / (1 + lamda), w
+
+
 def symmetric_eigh(a: Tensor, jacobi: bool = False, fused: bool = False) -> tuple[Tensor, Tensor]:
     """Eigenvalues [T] and eigenvectors [T, T] of ``(a + aᵀ) / 2``: ``torch.linalg.eigh``
     (ascending), or with ``jacobi`` ``jacobi_eigh`` (unsorted; what a CUDA graph can capture),

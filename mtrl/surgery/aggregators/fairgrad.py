@@ -14,6 +14,7 @@ from torch import Tensor
 from mtrl.configtypes import Float
 from mtrl.surgery.aggregators.base import Weighting
 from mtrl.surgery.aggregators.blas import single_blas_thread
+from mtrl.surgery.aggregators.device_solvers import fairgrad_sgd_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 
 _SGD_STEPS, _SGD_LR, _SGD_MOMENTUM, _SGD_EPS = 20, 0.1, 0.5, 1e-8  # the official MTRL code's
@@ -77,10 +78,16 @@ class FairGrad(Weighting):
         scripts; its trainers' default is 1), larger approaches max-min fairness.
     :param solver: ``sgd`` (the official code's Meta-World agent) or ``least_squares`` (the
         official supervised code; torchjd; LibMTL: the exact solution).
+
+    ``sgd``'s fixed steps also run as tensor ops on the gradients' device
+    (``fairgrad_sgd_device``, the same weights to rounding), which an update replayed from a
+    CUDA graph (``compile``) takes, as ``solver=auto`` does for other methods; elsewhere, and
+    with ``least_squares`` (scipy) always, the weights are solved on the host (``placement``).
     """
 
     description = "alpha-fair weights: G Gᵀ w = w^(-1/alpha), fair resource allocation"
     paper = "Ban & Ji 2024"
+    device_solver = True
 
     def __init__(
         self,
@@ -99,6 +106,21 @@ class FairGrad(Weighting):
         with warnings.catch_warnings(), single_blas_thread():
             warnings.simplefilter("ignore", RuntimeWarning)
             return torch.from_numpy(np.asarray(solve(gram.numpy(), self.alpha), dtype=np.float64))
+
+    def device_weights(self, gram: Tensor) -> Tensor:
+        if self.alpha == 0:
+            return torch.full_like(gram.diagonal(), 1.0 / gram.shape[0])
+        return fairgrad_sgd_device(gram, self.alpha, _SGD_STEPS, _SGD_LR, _SGD_MOMENTUM, _SGD_EPS)
+
+    @property
+    def placement(self) -> str:
+        """``sgd``: the device path in a captured update (``in_cuda_graph``, on any device, as
+        there is no ``solver=device`` to ask for it elsewhere), else the host;
+        ``least_squares``: the host."""
+        return "device" if self.solver == "sgd" and self.in_cuda_graph else "host"
+
+    def runs_on_device(self) -> bool:
+        return self.solver == "sgd"
 
     def options(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "solver": self.solver}

@@ -11,7 +11,8 @@ from annotated_types import Ge, Gt, Lt
 from torch import Tensor
 
 from mtrl.configtypes import Float, Int
-from mtrl.surgery.aggregators.base import Weighting
+from mtrl.surgery.aggregators.base import Solver, Weighting
+from mtrl.surgery.aggregators.device_solvers import sdmgrad_weights_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 
 
@@ -50,11 +51,16 @@ class SDMGrad(Weighting):
     :param niter: projected SGD steps per call.
     :param lr: the inner SGD's learning rate.
     :param momentum: the inner SGD's momentum.
+    :param solver: where the weights are computed: ``host`` (after copying the Gramian to the
+        CPU: a sync on a GPU), ``device`` (``sdmgrad_weights_device``: the same steps in tensor
+        ops on the gradients' device, no sync; w kept there) or ``auto`` (the device in an
+        update replayed from a CUDA graph, ``compile``; else the host).
     """
 
     description = "direction-oriented MGDA: min-norm in the simplex pulled towards the mean"
     paper = "Xiao et al. 2023"
     stateful = True
+    device_solver = True
 
     def __init__(
         self,
@@ -62,10 +68,16 @@ class SDMGrad(Weighting):
         niter: Annotated[Int, Ge(1)] = 20,
         lr: Annotated[Float, Gt(0)] = 10.0,
         momentum: Annotated[Float, Ge(0), Lt(1)] = 0.5,
+        solver: Solver = "auto",
     ) -> None:
         self.lamda, self.niter = float(lamda), int(niter)
         self.lr, self.momentum = float(lr), float(momentum)
+        self.solver = solver
         self.w: np.ndarray | None = None
+        """The host path's w (and the device path's as restored from a checkpoint)."""
+        self.device_w: Tensor | None = None
+        """The device path's w, updated in place (a CUDA graph replays into it); the latest
+        of the two is the one set."""
 
     def weights(self, gram: Tensor) -> Tensor:
         a = gram.numpy()
@@ -79,15 +91,41 @@ class SDMGrad(Weighting):
             grad = a @ w + pull
             velocity = grad if step == 0 else self.momentum * velocity + grad
             w = project_onto_simplex(w - self.lr * velocity)
-        self.w = w
+        self.w, self.device_w = w, None
         return torch.from_numpy((w + self.lamda / tasks) / (1 + self.lamda))
 
+    def device_weights(self, gram: Tensor) -> Tensor:
+        tasks = gram.shape[0]
+        if self.device_w is None or self.device_w.shape[0] != tasks:
+            # in an eager update (a graph's warm-ups come first): from the host's w if it
+            # has one (a restored checkpoint), else 1/T
+            start = self.w if self.w is not None and self.w.shape[0] == tasks else None
+            self.device_w = (
+                torch.full_like(gram.diagonal(), 1.0 / tasks)
+                if start is None
+                else torch.from_numpy(start).to(gram.device)
+            )
+            self.w = None
+        weights, w = sdmgrad_weights_device(
+            gram, self.device_w, self.lamda, self.niter, self.lr, self.momentum
+        )
+        self.device_w.copy_(w)
+        return weights
+
     def options(self) -> dict[str, Any]:
-        return {"lamda": self.lamda, "niter": self.niter, "lr": self.lr, "momentum": self.momentum}
+        return {
+            "lamda": self.lamda,
+            "niter": self.niter,
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "solver": self.solver,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"w": None if self.w is None else self.w.tolist()}
+        w = self.w if self.device_w is None else self.device_w.cpu().numpy()
+        return {"w": None if w is None else w.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         w = state["w"]
         self.w = None if w is None else np.array(w, dtype=np.float64)
+        self.device_w = None
