@@ -33,11 +33,16 @@ def test_every_stateful_method_is_listed():
     assert {"pcgrad"} <= set(STATEFUL)
 
 
-@pytest.mark.parametrize("name", STATEFUL)
-def test_resume_equals_an_uninterrupted_run(name, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [*((name, []) for name in STATEFUL), ("sdmgrad", ["surgery.solver=device"])],
+    ids=[*STATEFUL, "sdmgrad-device"],  # its state kept on the device path's device
+)
+def test_resume_equals_an_uninterrupted_run(name, options, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(["train", *ARGS, f"surgery={name}", "steps=40", f"out={straight}"]) == 0
-    assert main(["train", *ARGS, f"surgery={name}", "steps=20", f"out={split}"]) == 0
+    method = [f"surgery={name}", *options]
+    assert main(["train", *ARGS, *method, "steps=40", f"out={straight}"]) == 0
+    assert main(["train", *ARGS, *method, "steps=20", f"out={split}"]) == 0
     (run,) = split.iterdir()
     assert main(["train", f"resume={run}", "steps=40"]) == 0
     a, b = agent_state(straight), agent_state(split)
