@@ -13,7 +13,7 @@
 #     STEPS="update throughput" bash benchmarks/gpu.sh
 #     STEPS=evaluation bash benchmarks/gpu.sh   # 10 episodes per task, k = 1 vs k = 10
 #     METHODS="pcgrad cagrad" STEPS=update bash benchmarks/gpu.sh   # fewer methods, less time
-#     STEPS=imtlg bash benchmarks/gpu.sh     # IMTL-G, ConFIG, Aligned-MTL (Jacobi), FairGrad, SDMGrad
+#     STEPS=newer bash benchmarks/gpu.sh     # the device paths not yet run on a GPU
 set -u
 export PYTHONUNBUFFERED=1 MUJOCO_GL=disable  # no GL on the machine: none needed
 if [ -d .whl ]; then
@@ -52,15 +52,15 @@ for step in $STEPS; do
             --profile
         run 140 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
             --steps "${TSTEPS:-3000}" --methods cagrad --paths graph fused fused+c ;;
-    imtlg)  # the device solvers not yet run on a GPU: IMTL-G, ConFIG and Aligned-MTL in a graph
-        # (Jacobi rotations in tensor ops, or fused as one kernel), FairGrad's and SDMGrad's:
-        # their CUDA tests, then the graph per update plain / compiled (+c, the slow compile) /
-        # fused (+f) / both (+fc) at T = 10
+    newer)  # the device solvers not yet run on a GPU: IMTL-G, ConFIG and Aligned-MTL in a graph
+        # (Jacobi rotations in tensor ops, or fused as one kernel), FairGrad, SDMGrad, GradVac
+        # and RLW: their CUDA tests, then the graph per update plain / compiled (+c, the slow
+        # compile) / fused (+f) / both (+fc) at T = 10
         run 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-            -k "imtl or config or aligned or fairgrad or sdmgrad"
+            -k "imtl or config or aligned or fairgrad or sdmgrad or gradvac or rlw"
         run 360 python3 benchmarks/update_cost.py --device cuda --rounds 10 --tasks 10 \
-            --methods ${JACOBI:-imtl-g config aligned-mtl fairgrad sdmgrad} --fused-solvers \
-            --compile-solvers --profile ;;
+            --methods ${NEWER:-imtl-g config aligned-mtl fairgrad sdmgrad gradvac rlw} \
+            --fused-solvers --compile-solvers --profile ;;
     solvers)  # the graph with the device solvers compiled by torch.compile (Triton compiles
         # first, 10-20 s each), per update and in training, where the steady rate leaves it out
         run 160 python3 benchmarks/update_cost.py --device cuda --rounds 10 \

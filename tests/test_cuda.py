@@ -46,10 +46,19 @@ def max_difference(a: MTSAC, b: MTSAC) -> float:
     return max((x - y).abs().max().item() for x, y in pairs)
 
 
-DEVICE_SOLVED = ("mgda", "upgrad", "dualproj", "imtl-g", "config", "aligned-mtl", "sdmgrad")
+DEVICE_SOLVED = (
+    "mgda",
+    "upgrad",
+    "dualproj",
+    "imtl-g",
+    "config",
+    "aligned-mtl",
+    "sdmgrad",
+    "gradvac",
+)
 """Weightings with a device solver whose capture had not been checked on a GPU when added
-(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10; SDMGrad: its w
-kept on the device, updated in place)."""
+(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10; SDMGrad and
+GradVac: their state kept on the device, updated in place)."""
 
 
 @pytest.mark.parametrize(
@@ -64,8 +73,9 @@ kept on the device, updated in place)."""
         # its solver option names its algorithm; the eager reference's in_cuda_graph below
         # takes its device path
         ("mt10-mtsac", ["surgery=fairgrad"]),
+        ("mt10-mtsac", ["surgery=rlw"]),  # drawn on the GPU, in the eager reference too
     ],
-    ids=["mean", "pcgrad", "cagrad", *DEVICE_SOLVED, "fairgrad"],
+    ids=["mean", "pcgrad", "cagrad", *DEVICE_SOLVED, "fairgrad", "rlw"],
 )
 def test_graph_replays_equal_eager_updates(experiment, overrides):
     eager = mt10_agent(experiment, *overrides)

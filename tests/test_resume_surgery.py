@@ -35,8 +35,12 @@ def test_every_stateful_method_is_listed():
 
 @pytest.mark.parametrize(
     ("name", "options"),
-    [*((name, []) for name in STATEFUL), ("sdmgrad", ["surgery.solver=device"])],
-    ids=[*STATEFUL, "sdmgrad-device"],  # its state kept on the device path's device
+    [
+        *((name, []) for name in STATEFUL),
+        # their state kept on the device path's device
+        *((name, ["surgery.solver=device"]) for name in ("sdmgrad", "gradvac")),
+    ],
+    ids=[*STATEFUL, "sdmgrad-device", "gradvac-device"],
 )
 def test_resume_equals_an_uninterrupted_run(name, options, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"

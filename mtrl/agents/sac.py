@@ -340,7 +340,7 @@ class MTSAC:
         aggregator = self.aggregators[network]
         if network in self._fixed_weights:
             return self._fixed_weights[network]
-        weights = aggregator.fixed_weights(self.num_tasks)
+        weights = aggregator.fixed_weights(self.num_tasks, self.device)
         if weights is None:
             return None
         weights = weights.to(device=self.device, dtype=torch.float32)

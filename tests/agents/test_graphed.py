@@ -38,7 +38,8 @@ def test_capturable_optimizers_need_a_cuda_device():
     [
         ("mean", {}, True),
         ("sum", {}, True),
-        ("rlw", {}, False),  # draws its weights from a host generator
+        ("rlw", {}, True),  # in a captured update it draws its weights on the GPU
+        ("rlw", {"distribution": "bernoulli"}, False),  # redraws until a task is drawn
         ("uw", {}, False),  # a loss weighting: host state between updates
         ("nash-mtl", {}, False),  # cvxpy on the host
     ],

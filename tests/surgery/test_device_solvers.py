@@ -685,6 +685,7 @@ MARKER_OP = {
     "upgrad": "linalg_cholesky_ex",
     "dualproj": "linalg_cholesky_ex",
     "sdmgrad": "sort",  # its projections onto the simplex
+    "gradvac": "scatter_",  # its targets, updated in place
 }
 MORE_OPTIONS = {
     "pcgrad": {"order": "shared"},
@@ -757,6 +758,31 @@ def test_fairgrad_sgd_takes_the_device_path_in_a_graph():
             agg.device_weights(gram)
         sequences.append(mode.ops)
     assert sequences[0] == sequences[1] and len(sequences[0]) == 4 + 23 * 19 + 7
+
+
+@pytest.mark.parametrize(
+    "distribution", ["normal", "uniform", "dirichlet", "bernoulli", "constrained_bernoulli"]
+)
+def test_rlw_in_a_captured_update_draws_on_the_gpu_without_the_host(distribution):
+    """In a captured update (``in_cuda_graph``) the weights are drawn on the update's device
+    (meta here: any host tensor in the draw fails), as torch's generator there draws them at
+    every replay; the seeded generator is left as it was. On the CPU the seeded generator
+    draws, captured or not. ``bernoulli`` redraws on the host and is not captured."""
+    agg = get_aggregator("rlw", seed=2, distribution=distribution)
+    agg.in_cuda_graph = True
+    agg.check_direction = False  # as with deferred checks
+    state = agg.generator.get_state()
+    if distribution == "bernoulli":
+        assert not agg.capturable()
+        return
+    assert agg.capturable()
+    meta = torch.device("meta")
+    with MetaOnly():
+        assert agg.fixed_weights(5, meta).shape == (5,)
+        assert agg.aggregate(torch.empty(5, 7, device=meta)).direction.shape == (7,)
+    assert torch.equal(agg.generator.get_state(), state)
+    seeded = get_aggregator("rlw", seed=2, distribution=distribution)
+    assert torch.equal(agg.fixed_weights(5, torch.device("cpu")), seeded.fixed_weights(5))
 
 
 def test_device_solvers_make_no_tensors_from_host_data():

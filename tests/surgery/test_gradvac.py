@@ -11,6 +11,7 @@ from torchjd.aggregation import GradVac as TorchJDGradVac
 
 from mtrl.errors import MtrlError
 from mtrl.surgery import NonFiniteGradientError, get_aggregator
+from mtrl.surgery.aggregators.device_solvers import gradvac_weights_device, random_order_device
 from mtrl.surgery.aggregators.gradvac import gradvac_coefficients
 from mtrl.surgery.taskgrads import TaskGradients
 
@@ -221,8 +222,47 @@ def test_non_finite_gradients_raise_and_leave_the_targets(granularity, bad):
         ({"beta": "abc"}, r"gradvac.beta='abc': expected a number"),
         ({"beta": 1.5}, r"gradvac.beta=1.5: must be <= 1"),
         ({"granularity": "cell"}, r"gradvac.granularity='cell': must be whole or layer"),
+        (
+            {"granularity": "layer", "solver": "device"},
+            r"^gradvac: solver=device needs granularity=whole \(layer: the host\)$",
+        ),
     ],
 )
 def test_bad_options_are_one_line(options, message):
     with pytest.raises(MtrlError, match=message):
         get_aggregator("gradvac", **options)
+
+
+@pytest.mark.parametrize("tasks", [2, 3, 10, 50])
+def test_device_path_takes_the_host_steps_and_keeps_its_targets(tasks):
+    """``gradvac_weights_device`` (solver=device, a CUDA graph's path) against
+    ``gradvac_coefficients`` with the same orders over several updates: the weights and the
+    targets it updates in place within 1e-8 (observed <= 2e-10), through zero and opposite
+    tasks; then an aggregator's device state restored from its checkpoint continues exactly as
+    the original does, and a host aggregator picks it up."""
+    host_targets = np.zeros((1, tasks, tasks))
+    device_targets = torch.zeros(tasks, tasks, dtype=torch.float64)
+    for call in range(6):
+        G = random_G(tasks, 2 * tasks + 3, torch.Generator().manual_seed(call))
+        G[0] *= 0.0 if call == 2 else 1.0
+        G[-1] = -G[0] if call == 3 else G[-1]
+        gram = G @ G.T
+        order = random_order_device(tasks, False, "cpu", torch.Generator().manual_seed(call))
+        want = gradvac_coefficients(gram.numpy()[None], host_targets, order.numpy(), 0.5)
+        got = gradvac_weights_device(gram, device_targets, order, 0.5)
+        np.testing.assert_allclose(got.numpy(), want.sum(axis=1)[0], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(device_targets.numpy(), host_targets[0], rtol=0, atol=1e-8)
+    original = get_aggregator("gradvac", solver="device", beta=0.5, seed=1)
+    G = random_G(tasks, 7, torch.Generator().manual_seed(9))
+    original.aggregate(G)
+    assert original.targets is None and original.device_targets is not None
+    restored = get_aggregator("gradvac", solver="device", beta=0.5, seed=1)
+    restored.load_state_dict(original.state_dict())
+    results = []
+    for agg in (original, restored):
+        torch.manual_seed(4)  # the device path's orders
+        results.append(agg.aggregate(G).weights)
+    assert torch.equal(results[0], results[1])
+    host = get_aggregator("gradvac", solver="host", beta=0.5, seed=1)
+    host.load_state_dict(original.state_dict())
+    assert np.array_equal(host.targets[0], original.device_targets.numpy())

@@ -129,11 +129,13 @@ class Aggregator:
             result.direction = result.direction[0]
         return result
 
-    def fixed_weights(self, tasks: int) -> Tensor | None:
+    def fixed_weights(self, tasks: int, device: torch.device | None = None) -> Tensor | None:
         """Task weights that do not depend on the gradients, or None (the default).
 
         A linear aggregator's direction is the gradient of the weighted loss sum, which one
         fused backward gives without forming per-task gradients (MT-SAC uses this fast path).
+        ``device``: the update's, where a random weighting draws them in a captured update
+        (RLW); the others ignore it.
         """
         return None
 

@@ -22,7 +22,7 @@ class Mean(Aggregator):
         tasks = G.num_tasks
         return Aggregation([], torch.full((tasks,), 1.0 / tasks, dtype=G.dtype, device=G.device))
 
-    def fixed_weights(self, tasks: int) -> Tensor:
+    def fixed_weights(self, tasks: int, device: torch.device | None = None) -> Tensor:
         return torch.full((tasks,), 1.0 / tasks)
 
 
@@ -36,5 +36,5 @@ class Sum(Aggregator):
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         return Aggregation([], torch.ones(G.num_tasks, dtype=G.dtype, device=G.device))
 
-    def fixed_weights(self, tasks: int) -> Tensor:
+    def fixed_weights(self, tasks: int, device: torch.device | None = None) -> Tensor:
         return torch.ones(tasks)

@@ -93,6 +93,34 @@ def pcgrad_weights_device(gram: Tensor, order: Tensor) -> Tensor:
     return eye.scatter_add_(1, order, torch.stack(steps, dim=1))
 
 
+def gradvac_weights_device(
+    gram: Tensor, targets: Tensor, order: Tensor, beta: float, eps: float = 1e-8
+) -> Tensor:
+    """GradVac's task weights [T] (the column sums of its coefficients) on gram's device, the
+    EMA targets [T, T] updated in place: the transcription of ``gradvac.gradvac_coefficients``
+    for one group, T - 1 steps, one position of every task's ``order`` [T, T-1] at a time, the
+    gathers and scatters along each row's order."""
+    coeffs = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    dots = gram.clone()  # dots[i, m] = <g_i^vac, g_m>
+    norms = torch.sqrt(gram.diagonal().clamp(min=0.0))
+    for k in range(order.shape[1]):
+        j = order[:, k : k + 1]  # [T, 1]
+        dot = dots.gather(1, j)
+        norm_i = torch.sqrt((coeffs * dots).sum(dim=1, keepdim=True).clamp(min=0.0))
+        norm_j = norms[j]
+        cos = dot / (norm_i * norm_j + eps)
+        target = targets.gather(1, j)
+        sin = torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
+        sin_target = torch.sqrt((1.0 - target * target).clamp(min=0.0))
+        act = (cos < target) & (norm_j > 0)
+        step = norm_i * (target * sin - cos * sin_target) / (norm_j * sin_target + eps)
+        step = torch.where(act, step, 0.0)
+        coeffs.scatter_add_(1, j, step)
+        dots.addcmul_(step, gram[j[:, 0]])
+        targets.scatter_(1, j, (1.0 - beta) * target + beta * cos)
+    return coeffs.sum(dim=0)
+
+
 def random_order_device(
     tasks: int,
     shared: bool,

@@ -11,7 +11,9 @@ from annotated_types import Ge, Le
 from torch import Tensor
 
 from mtrl.configtypes import Float
-from mtrl.surgery.aggregators.base import Aggregation, Weighting
+from mtrl.errors import MtrlError
+from mtrl.surgery.aggregators.base import Aggregation, Solver, Weighting
+from mtrl.surgery.aggregators.device_solvers import gradvac_weights_device, random_order_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 from mtrl.surgery.taskgrads import TaskGradients
 
@@ -85,24 +87,40 @@ class GradVac(Weighting):
         separately (the same task orders for every block).
     :param seed: seeds the random task orders (None: fresh entropy); not an option: runs pass
         their seed.
+    :param solver: where the weights are computed with ``granularity=whole``: ``host`` (after
+        copying the Gramian to the CPU: a sync on a GPU), ``device`` (``gradvac_weights_device``:
+        the same steps in tensor ops on the gradients' device, no sync, the targets kept
+        there) or ``auto`` (the device in an update replayed from a CUDA graph, ``compile``;
+        else the host). As PCGrad's, the device path draws the task orders from torch's
+        random numbers on the gradients' device (a CUDA graph's replays draw new ones), not
+        from the seeded generator. ``layer`` solves on the host.
     """
 
     description = "raise each pair's gradient cosine to an EMA target of past cosines, then sum"
     paper = "Wang et al. 2021"
     stochastic = True
     stateful = True  # the EMA targets and the random generator of the task orders
+    device_solver = True
 
     def __init__(
         self,
         beta: Annotated[Float, Ge(0), Le(1)] = 0.01,
         granularity: Literal["whole", "layer"] = "whole",
         seed: int | None = None,
+        solver: Solver = "auto",
     ) -> None:
+        if solver == "device" and granularity == "layer":
+            raise MtrlError("gradvac: solver=device needs granularity=whole (layer: the host)")
         self.beta = float(beta)
         self.granularity = granularity
         self.seed = seed
+        self.solver = solver
         self.rng = np.random.default_rng(seed)
         self.targets: np.ndarray | None = None
+        """The host path's targets (and the device path's as restored from a checkpoint)."""
+        self.device_targets: Tensor | None = None
+        """The device path's targets [T, T], updated in place (a CUDA graph replays into
+        them); the latest of the two is the one set."""
 
     def random_order(self, tasks: int) -> np.ndarray:
         """For each task a random order of the other tasks, shape [T, T-1]."""
@@ -115,11 +133,31 @@ class GradVac(Weighting):
         targets."""
         if self.targets is None or self.targets.shape != grams.shape:
             self.targets = np.zeros(grams.shape)
+        self.device_targets = None
         order = self.random_order(grams.shape[1])
         return gradvac_coefficients(grams, self.targets, order, self.beta).sum(axis=1)
 
     def weights(self, gram: Tensor) -> Tensor:
         return torch.from_numpy(self.vaccinate(gram.numpy()[None])[0])
+
+    def runs_on_device(self) -> bool:
+        return super().runs_on_device() and self.granularity == "whole"
+
+    def device_weights(self, gram: Tensor) -> Tensor:
+        tasks = gram.shape[0]
+        if self.device_targets is None or self.device_targets.shape != (tasks, tasks):
+            # in an eager update (a graph's warm-ups come first): from the host's targets if
+            # they fit (a restored checkpoint), else 0
+            start = self.targets
+            fits = start is not None and start.shape == (1, tasks, tasks)
+            self.device_targets = (
+                torch.from_numpy(start[0].copy()).to(gram.device)
+                if fits
+                else torch.zeros_like(gram)
+            )
+            self.targets = None
+        order = random_order_device(tasks, False, gram.device)
+        return gradvac_weights_device(gram, self.device_targets, order, self.beta)
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
         if self.granularity == "whole":
@@ -131,13 +169,22 @@ class GradVac(Weighting):
         return Aggregation(G.combine(weights), None, grams.sum(dim=0))
 
     def options(self) -> dict[str, Any]:
-        return {"beta": self.beta, "granularity": self.granularity, "seed": self.seed}
+        return {
+            "beta": self.beta,
+            "granularity": self.granularity,
+            "seed": self.seed,
+            "solver": self.solver,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        targets = None if self.targets is None else torch.from_numpy(self.targets.copy())
+        if self.device_targets is not None:
+            targets = self.device_targets.detach().cpu().clone()[None]
+        else:
+            targets = None if self.targets is None else torch.from_numpy(self.targets.copy())
         return {"rng": self.rng.bit_generator.state, "targets": targets}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         targets = state["targets"]
         self.targets = None if targets is None else targets.cpu().numpy().astype(np.float64)
+        self.device_targets = None

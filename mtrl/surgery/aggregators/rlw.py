@@ -38,12 +38,19 @@ class RLW(Aggregator):
         uniform or dirichlet (through the softmax too), bernoulli (0/1 weights) or
         constrained_bernoulli (one task per update).
     :param seed: seeds the draws (None: fresh entropy); not an option: runs pass their seed.
+
+    In an update replayed from a CUDA graph (``compile``; ``in_cuda_graph``) the weights are
+    drawn on the GPU from torch's generator there (saved in checkpoints with the run), as
+    PCGrad's orders are, so the graph draws anew at every replay; the draws then differ from
+    the seeded generator's, which every other update draws from. ``bernoulli``'s redraws
+    while every weight is 0 need the host: those updates are not captured.
     """
 
     description = "random task weights drawn anew at every update (softmax of normal draws)"
     paper = "Lin et al. 2022"
     stochastic = True
     stateful = True  # the generator of the draws
+    device_solver = True  # in a captured update: drawn on the GPU
 
     def __init__(self, distribution: Distribution = "normal", seed: int | None = None) -> None:
         self.distribution = distribution
@@ -54,11 +61,23 @@ class RLW(Aggregator):
         else:
             self.generator.manual_seed(seed)
 
-    def draw(self, tasks: int) -> Tensor:
-        """The weights [T] (float64, CPU) of one update; each call draws anew."""
+    def runs_on_device(self) -> bool:
+        return self.distribution != "bernoulli"
+
+    def draw(self, tasks: int, device: torch.device | None = None) -> Tensor:
+        """The weights [T] (float64) of one update; each call draws anew: from the seeded
+        generator on the CPU, or in a captured update on ``device`` (a GPU) from torch's
+        generator there."""
+        on_gpu = (
+            self.in_cuda_graph
+            and device is not None
+            and torch.device(device).type != "cpu"
+            and self.runs_on_device()
+        )
         if tasks == 1:  # as ``aggregate`` for T = 1: no draw
-            return torch.ones(1, dtype=torch.float64)
-        gen, kw = self.generator, {"dtype": torch.float64}
+            return torch.ones(1, dtype=torch.float64, device=device if on_gpu else None)
+        gen = None if on_gpu else self.generator
+        kw = {"dtype": torch.float64, "device": device if on_gpu else None}
         if self.distribution == "normal":
             return torch.softmax(torch.randn(tasks, generator=gen, **kw), dim=0)
         if self.distribution == "uniform":
@@ -71,16 +90,15 @@ class RLW(Aggregator):
                 w = (torch.rand(tasks, generator=gen, **kw) < 0.5).double()
                 if w.any():
                     return w
-        w = torch.zeros(tasks, **kw)
-        w[int(torch.randint(tasks, (1,), generator=gen))] = 1.0
-        return w
+        chosen = torch.randint(tasks, (1,), generator=gen, device=kw["device"])
+        return torch.zeros(tasks, **kw).scatter(0, chosen, 1.0)
 
-    def fixed_weights(self, tasks: int) -> Tensor:
+    def fixed_weights(self, tasks: int, device: torch.device | None = None) -> Tensor:
         """This update's random weights (a new draw per call: call it once per update)."""
-        return self.draw(tasks)
+        return self.draw(tasks, device)
 
     def _aggregate(self, G: TaskGradients) -> Aggregation:
-        weights = self.draw(G.num_tasks).to(device=G.device, dtype=G.dtype)
+        weights = self.draw(G.num_tasks, G.device).to(device=G.device, dtype=G.dtype)
         return Aggregation([], weights)
 
     def options(self) -> dict[str, Any]:
