@@ -169,10 +169,9 @@ class TrainConfig:
     compiled instead of 3.56 compiled at T = 10; at T = 50 the kernel is slower), ``true``
     (CAGrad's and MGDA's at any T, and the Jacobi rotations of IMTL-G, ConFIG and Aligned-MTL,
     one kernel per solve; warning where triton is missing; needs device=cuda and compile on)
-    or ``false``. Before
-    the capture the kernels are checked against the torch solver on the run's device
-    (``solver_check``); where they disagree a warning line says so and the torch solver
-    runs."""
+    or ``false``. Before the capture the kernels are checked against the torch solver on the
+    run's device (``solver_check``); where they disagree a warning line says so and the torch
+    solver runs."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0

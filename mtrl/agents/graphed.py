@@ -166,9 +166,10 @@ of 11.5 at T = 50, where each problem's 64 x 64 tile is swept pivot by pivot (BE
 
 def fuses_solver(aggregator: Aggregator, fused_solvers: bool | str, tasks: int) -> bool:
     """Whether a captured update of ``tasks`` tasks runs ``aggregator``'s interior-point steps
-    and linear solves (the eigendecomposing weightings: Jacobi rotations) as Triton kernels (``fused_ip``), where it has
-    them (``fusable``): with true always, with auto where a GPU measured it faster and
-    matching (``fused_auto``) up to ``FUSED_AUTO_TASKS`` tasks, with false never."""
+    and linear solves (the eigendecomposing weightings: Jacobi rotations) as Triton kernels
+    (``fused_ip``), where it has them (``fusable``): with true always, with auto where a GPU
+    measured it faster and matching (``fused_auto``) up to ``FUSED_AUTO_TASKS`` tasks, with
+    false never."""
     if fused_solvers is False or not aggregator.fusable:
         return False
     return fused_solvers is True or (aggregator.fused_auto and tasks <= FUSED_AUTO_TASKS)

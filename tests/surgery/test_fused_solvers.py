@@ -230,10 +230,10 @@ def test_fused_solvers_setting():
 def test_the_kernels_pass_the_check_a_captured_update_makes_before_it_fuses():
     """What ``GraphedUpdate`` checks on the device before it takes the kernels: MGDA's and
     the Jacobi kernel of IMTL-G, ConFIG and Aligned-MTL through ``fused_mismatch`` (their
-    copies on the captured path), CAGrad's through
-    the same comparison on 4 values of κ (its 256 programs take minutes in the interpreter;
-    on a GPU one launch); at 6 tasks, as the interpreter is slow. On a GPU this is the test that finds a kernel the card
-    computes wrongly where the interpreter is exact, as the orthant variant was."""
+    copies on the captured path), CAGrad's through the same comparison on 4 values of κ (its
+    256 programs take minutes in the interpreter; on a GPU one launch); at 6 tasks, as the
+    interpreter is slow. On a GPU this is the test that finds a kernel the card computes
+    wrongly where the interpreter is exact, as the orthant variant was."""
     for name in ("mgda", "imtl-g", "config", "aligned-mtl"):
         aggregator = get_aggregator(name, solver="device")
         assert fused_mismatch(aggregator, 6, DEVICE) is None, name

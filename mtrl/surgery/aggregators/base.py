@@ -99,8 +99,7 @@ class Aggregator:
     fused_solver: bool = False
     """Set by ``GraphedUpdate`` (see ``fused_solvers``): the device solver runs its
     interior-point steps and its support steps' linear solves (IMTL-G, ConFIG, Aligned-MTL:
-    their Jacobi rotations)
-    as Triton kernels (``fused_ip``)."""
+    their Jacobi rotations) as Triton kernels (``fused_ip``)."""
     fusable: ClassVar[bool] = False
     """Whether the device solver has Triton kernels for ``fused_solver``: the simplex
     interior-point solvers of CAGrad and MGDA, the Jacobi rotations of IMTL-G, ConFIG and

@@ -1,11 +1,12 @@
-"""Device-side weight solvers for PCGrad, CAGrad, IMTL-G, ConFIG, Aligned-MTL, MGDA, UPGrad and
-DualProj: tensor ops only, on the Gramian's device.
+"""Device-side weight solvers for PCGrad, GradVac, CAGrad, IMTL-G, ConFIG, Aligned-MTL, FairGrad,
+SDMGrad, MGDA, UPGrad and DualProj: tensor ops only, on the Gramian's device.
 
 No host sync (no ``.item()``, ``bool(tensor)``, ``.cpu()``, ``.numpy()``), a fixed number of
 steps and no data-dependent shapes, so one aggregation can be recorded in a CUDA graph and
 replayed; on the CPU they compute what the host solvers compute (PCGrad exactly, CAGrad to the
-tolerance its tests check, IMTL-G to ~1e-11, ConFIG and Aligned-MTL to ~1e-12, MGDA's,
-UPGrad's and DualProj's directions to rounding where their support steps succeed). IMTL-G,
+tolerance its tests check, IMTL-G to ~1e-11, ConFIG and Aligned-MTL to ~1e-12, FairGrad's
+and GradVac's steps to ~1e-10, SDMGrad's to rounding amplified by its step, MGDA's, UPGrad's
+and DualProj's directions to rounding where their support steps succeed). IMTL-G,
 ConFIG and Aligned-MTL eigendecompose the Gramian by ``torch.linalg.eigh``, which cuSOLVER
 does not run under capture (pytorch/pytorch#188355), outside graphs, and by Jacobi rotations
 in tensor ops in a captured update (``jacobi_eigh``).

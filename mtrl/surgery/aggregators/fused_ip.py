@@ -26,8 +26,9 @@ steps), so the two agree in the objective (1e-9), not bit for bit. The orthant p
 UPGrad and DualProj are not fused: with an orthant variant of this kernel an H200 gave
 UPGrad directions 0.36 (relative) off the exact ones where T > P, which the interpreter does
 not reproduce; so a captured update first checks the kernels against the torch solver on its
-own device (``solver_check``) and runs the torch solver where they disagree. Needs the ``triton`` package (it comes with torch's CUDA builds;
-``mtrl-bench[fused]`` installs it for the CPU tests).
+own device (``solver_check``) and runs the torch solver where they disagree. Needs the
+``triton`` package (it comes with torch's CUDA builds; ``mtrl-bench[fused]`` installs it for
+the CPU tests).
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def solver_mismatch(reference: Solve, candidate: Solve, gramians: dict[str, Tens
 def fused_mismatch(aggregator: Weighting, tasks: int, device: torch.device | str) -> str | None:
     """Why ``aggregator``'s Triton kernels cannot stand in for its torch device solver at
     ``tasks`` tasks on ``device`` (``solver_mismatch`` on ``check_gramians``, or the error
-    that stopped them), or None; the aggregator's own settings are left as they are. Checked once per aggregator (type and
-    options), task count and device in a process."""
+    that stopped them), or None; the aggregator's own settings are left as they are. Checked
+    once per aggregator (type and options), task count and device in a process."""
     key = (repr(aggregator), tasks, str(torch.device(device)))
     if key not in _CHECKED:
         torch_solver, fused = copy.copy(aggregator), copy.copy(aggregator)
