@@ -53,13 +53,13 @@ for step in $STEPS; do
         run 140 python3 benchmarks/throughput.py --device cuda --workers "$WORKERS" \
             --steps "${TSTEPS:-3000}" --methods cagrad --paths graph fused fused+c ;;
     newer)  # the device solvers not yet run on a GPU: IMTL-G, ConFIG and Aligned-MTL in a graph
-        # (Jacobi rotations in tensor ops, or fused as one kernel), FairGrad, SDMGrad, GradVac
-        # and RLW: their CUDA tests, then the graph per update plain / compiled (+c, the slow
-        # compile) / fused (+f) / both (+fc) at T = 10
+        # (Jacobi rotations in tensor ops, or fused as one kernel), FairGrad, SDMGrad, GradVac,
+        # MoCo and RLW: their CUDA tests, then the graph per update plain / compiled (+c, the
+        # slow compile) / fused (+f) / both (+fc) at T = 10
         run 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-            -k "imtl or config or aligned or fairgrad or sdmgrad or gradvac or rlw"
+            -k "imtl or config or aligned or fairgrad or sdmgrad or gradvac or moco or rlw"
         run 360 python3 benchmarks/update_cost.py --device cuda --rounds 10 --tasks 10 \
-            --methods ${NEWER:-imtl-g config aligned-mtl fairgrad sdmgrad gradvac rlw} \
+            --methods ${NEWER:-imtl-g config aligned-mtl fairgrad sdmgrad gradvac moco rlw} \
             --fused-solvers --compile-solvers --profile ;;
     solvers)  # the graph with the device solvers compiled by torch.compile (Triton compiles
         # first, 10-20 s each), per update and in training, where the steady rate leaves it out

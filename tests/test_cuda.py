@@ -55,10 +55,11 @@ DEVICE_SOLVED = (
     "aligned-mtl",
     "sdmgrad",
     "gradvac",
+    "moco",
 )
 """Weightings with a device solver whose capture had not been checked on a GPU when added
-(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10; SDMGrad and
-GradVac: their state kept on the device, updated in place)."""
+(IMTL-G, ConFIG and Aligned-MTL: their Jacobi eigendecompositions, at T = 10; SDMGrad,
+GradVac and MoCo: their state kept on the device, updated in place)."""
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,9 @@ def test_every_stateful_method_is_listed():
     [
         *((name, []) for name in STATEFUL),
         # their state kept on the device path's device
-        *((name, ["surgery.solver=device"]) for name in ("sdmgrad", "gradvac")),
+        *((name, ["surgery.solver=device"]) for name in ("sdmgrad", "gradvac", "moco")),
     ],
-    ids=[*STATEFUL, "sdmgrad-device", "gradvac-device"],
+    ids=[*STATEFUL, "sdmgrad-device", "gradvac-device", "moco-device"],
 )
 def test_resume_equals_an_uninterrupted_run(name, options, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"

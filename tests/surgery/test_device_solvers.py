@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mtrl.confighelp import aggregators_text
 from mtrl.errors import MtrlError
-from mtrl.surgery import aggregator_class, get_aggregator, list_aggregators
+from mtrl.surgery import aggregator_class, get_aggregator, list_aggregators, option_specs
 from mtrl.surgery.aggregators import LossWeighting, Weighting, device_solvers
 from mtrl.surgery.aggregators.aligned_mtl import aligned_mtl_transform
 from mtrl.surgery.aggregators.cagrad import CAGrad
@@ -686,6 +686,7 @@ MARKER_OP = {
     "dualproj": "linalg_cholesky_ex",
     "sdmgrad": "sort",  # its projections onto the simplex
     "gradvac": "scatter_",  # its targets, updated in place
+    "moco": "lerp_",  # its tracked gradients
 }
 MORE_OPTIONS = {
     "pcgrad": {"order": "shared"},
@@ -700,14 +701,15 @@ def test_device_paths_do_not_sync_with_the_host(name):
     G = torch.randn(5, 12, generator=gen)
     blocks = TaskGradients([torch.randn(5, 3, 4, generator=gen), torch.randn(5, 2, generator=gen)])
     for options in ({}, MORE_OPTIONS.get(name, {})):
-        agg = get_aggregator(name, solver="device", **options)
-        agg.check_direction = False  # as with deferred checks: the caller checks later
-        for grads in (G, blocks):
+        for grads in (G, blocks):  # a fresh aggregator each (MoCo tracks one shape)
+            agg = get_aggregator(name, solver="device", **options)
+            agg.check_direction = False  # as with deferred checks: the caller checks later
             with NoHostSync() as mode:
                 agg.aggregate(grads)
             assert MARKER_OP[name] in mode.ops
         # the detector works: the host path reads the Gramian back
-        agg.solver = "host"
+        agg = get_aggregator(name, solver="host", **options)
+        agg.check_direction = False
         with pytest.raises(AssertionError, match="host sync"), NoHostSync():
             agg.aggregate(G)
 
@@ -717,13 +719,17 @@ def test_device_paths_run_on_the_meta_device(name):
     # meta tensors have no data: .item(), .cpu(), .numpy() and .tolist() all fail on them,
     # and MetaOnly fails on any host tensor (a copy to the device); off the CPU, solver=auto
     # takes the device path in an update replayed from a CUDA graph
-    agg = get_aggregator(name)
-    agg.check_direction = False
-    agg.in_cuda_graph = True
+    def captured():  # a fresh one for each gradient form (MoCo tracks one shape)
+        agg = get_aggregator(name)
+        agg.check_direction = False
+        agg.in_cuda_graph = True
+        return agg
+
     with MetaOnly():
-        result = agg.aggregate(torch.empty(6, 10, device="meta"))
+        result = captured().aggregate(torch.empty(6, 10, device="meta"))
     assert result.direction.shape == (10,) and result.direction.device.type == "meta"
     blocks = TaskGradients([torch.empty(6, 3, 4, device="meta"), torch.empty(6, 2, device="meta")])
+    agg = captured()
     with MetaOnly():
         assert [d.shape for d in agg.aggregate(blocks).direction] == [(3, 4), (2,)]
     # the detector works: a host tensor in the computation
@@ -803,9 +809,10 @@ def test_methods_listed_as_device_do_not_sync(name):
     cls = aggregator_class(name)
     if not cls.device_solver:
         return
-    # a class whose ``solver`` option names an algorithm (FairGrad) takes its device path in a
-    # captured update on any device
-    forced = issubclass(cls, Weighting) and cls.placement is Weighting.placement
+    # solver=device where the option takes it; a class whose ``solver`` option names an
+    # algorithm (FairGrad) takes its device path in a captured update on any device
+    placement = getattr(cls, "placement", None)
+    forced = "solver" in option_specs(name) and placement in (None, Weighting.placement)
     agg = get_aggregator(name, seed=0, **({"solver": "device"} if forced else {}))
     agg.check_direction = False
     agg.in_cuda_graph = not forced

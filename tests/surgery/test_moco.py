@@ -75,6 +75,36 @@ def test_matches_the_update_equations_over_several_steps(options):
         np.testing.assert_allclose(flat_agg(torch.from_numpy(G)).numpy(), d, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "options", [{}, {"beta": 1.0, "beta_sigma": 0.0, "gamma": 3.0, "gamma_sigma": 1.0, "rho": 0.2}]
+)
+def test_device_path_follows_the_update_equations_and_hands_its_state_over(options):
+    """solver=device (what a CUDA graph's update takes): the reference's directions and λ over
+    several steps as the host path (its step count and λ kept on the device); its state
+    saved in the middle and restored into a host and a device aggregator continues as the
+    original does."""
+    rng = np.random.default_rng(0)
+    Gs = [rng.normal(size=(5, 23)) * rng.uniform(0.2, 3, size=(5, 1)) for _ in range(8)]
+    Gs[3][1] = -Gs[3][0]  # a conflict
+    agg = get_aggregator("moco", solver="device", **options)
+    full = {"beta": 0.1, "beta_sigma": 0.5, "gamma": 0.1, "gamma_sigma": 0.5, "rho": 0.0} | options
+    for k, (G, (d, lam)) in enumerate(zip(Gs, moco_reference(Gs, **full), strict=True)):
+        if k == 4:
+            state = copy.deepcopy(agg.state_dict())
+            restored = {s: get_aggregator("moco", solver=s, **options) for s in ("host", "device")}
+            for other in restored.values():
+                other.load_state_dict(copy.deepcopy(state))
+        ours = agg.aggregate(blocks(G))
+        np.testing.assert_allclose(flat(ours.direction), d, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(agg.state_dict()["lam"].numpy(), lam, atol=1e-9)
+        assert agg.device_state is not None  # λ and the step count live on the device
+        if k >= 4:
+            for other in restored.values():
+                theirs = other.aggregate(blocks(G))
+                np.testing.assert_allclose(flat(theirs.direction), flat(ours.direction), atol=1e-12)
+    assert agg.state_dict()["step"] == restored["device"].state_dict()["step"] == 8
+
+
 def test_lambda_stays_on_the_simplex():
     gen = torch.Generator().manual_seed(1)
     for gamma in (0.01, 1.0, 100.0):

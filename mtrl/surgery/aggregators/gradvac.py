@@ -93,7 +93,7 @@ class GradVac(Weighting):
         there) or ``auto`` (the device in an update replayed from a CUDA graph, ``compile``;
         else the host). As PCGrad's, the device path draws the task orders from torch's
         random numbers on the gradients' device (a CUDA graph's replays draw new ones), not
-        from the seeded generator. ``layer`` solves on the host.
+        from the run's seeded stream of orders. ``layer`` solves on the host.
     """
 
     description = "raise each pair's gradient cosine to an EMA target of past cosines, then sum"
