@@ -462,7 +462,7 @@ def imtl_g_weights_device(
     dispatcher on the CPU, but on CUDA it does not run under graph capture (pytorch/pytorch
     #188355; refused on an H200, which left cuSOLVER unusable in the process): a captured
     update takes ``jacobi`` instead, the same eigendecomposition by sweeps of rotations
-    (``jacobi_eigh``: 13 kernels per round of T/2 rotations, T - 1 rounds a sweep).
+    (``jacobi_eigh``: 12 kernels per round of T/2 rotations, T - 1 rounds a sweep).
 
     :param gram: the Gramian G Gᵀ [T, T], float64.
     :param rtol: eigenvalues below ``rtol`` times the largest are dropped (the host's T eps).
@@ -621,7 +621,7 @@ def jacobi_eigh(a: Tensor, sweeps: int | None = None, fused: bool = False) -> tu
     Each round rotates T/2 disjoint pairs of rows and columns at once (a round-robin of the
     pairs, T - 1 rounds a sweep; an odd T gets a zero row and column, which no rotation
     touches), each by the angle that zeroes its off-diagonal entry, |θ| <= π/4: a round is one
-    orthogonal J, A <- Jᵀ A J and V <- V J, 13 kernels. Both members of a pair read the
+    orthogonal J, A <- Jᵀ A J and V <- V J, 12 kernels. Both members of a pair read the
     same entries, so J is orthogonal to rounding whatever the data. With ``fused`` every
     round runs in one Triton kernel (``fused_ip.jacobi_eigh_fused``, up to 16 tasks).
     """
@@ -634,20 +634,22 @@ def jacobi_eigh(a: Tensor, sweeps: int | None = None, fused: bool = False) -> tu
     n = tasks + tasks % 2
     rounds = n - 1
     A = torch.nn.functional.pad(a, (0, n - tasks, 0, n - tasks))
-    lo, hi, pairing = _round_robin(n, a.device, a.dtype)
+    lo, hi, basis = _round_robin(n, a.device, a.dtype)
     # per round: the flat positions of A[lo, hi], A[hi, hi] and A[lo, lo] for every row
     positions = torch.cat([lo * n + hi, hi * (n + 1), lo * (n + 1)], dim=1)  # [rounds, 3n]
     two = torch.full((), 2.0, dtype=a.dtype, device=a.device)
-    # cos(θ - π/2) = sin θ: cos θ and sin θ in one op
-    minus_shift = torch.arange(2, dtype=a.dtype, device=a.device)[:, None] * (-math.pi / 2)
+    # cos(θ - π/2) = sin θ: each row's cos θ and sin θ in one op
+    minus_shift = torch.arange(2, dtype=a.dtype, device=a.device) * (-math.pi / 2)
     V = torch.eye(n, dtype=a.dtype, device=a.device)
     for _ in range(sweeps):
         for r in range(rounds):
             off, upper, lower = A.reshape(-1).take(positions[r]).view(3, n)
             diff = upper - lower
             double_theta = torch.atan2(off * torch.copysign(two, diff), diff.abs())
-            cos, sin = torch.cos(torch.add(minus_shift, double_theta, alpha=0.5))
-            J = torch.addcmul(torch.diag_embed(cos), sin[:, None], pairing[r])
+            cos_sin = torch.cos(torch.add(minus_shift, double_theta[:, None], alpha=0.5))
+            # row i of J: cos θ_i on the diagonal, ± sin θ_i at its pair (one of the two
+            # terms is 0, so J's entries are exact); one batched product
+            J = torch.bmm(cos_sin.unsqueeze(1), basis[r]).view(n, n)
             A = J.T @ A @ J
             V = V @ J
     return A.diagonal()[:tasks], V[:tasks, :tasks]
@@ -657,8 +659,10 @@ def _round_robin(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tens
     """The pairs of rows that ``jacobi_eigh`` rotates together, for an even n, built on the
     device (no host copy, so inside a CUDA-graph capture too): in round r the rows i, j < n - 1
     with i + j = r (mod n - 1) pair up, and the row left over (2i = r) pairs with n - 1. Returns
-    each row's pair as its lower and higher row [n - 1, n] (long) and the signed permutations
-    [n - 1, n, n] that put sin θ at (lo, hi) and -sin θ at (hi, lo)."""
+    each row's pair as its lower and higher row [n - 1, n] (long) and, per round and row, the
+    two rows [n - 1, n, 2, n] that the row's cos θ and sin θ scale into its row of J: the
+    identity's, and the signed permutation's that puts sin θ at (lo, hi) and -sin θ at
+    (hi, lo)."""
     rounds = n - 1
     r = torch.arange(rounds, device=device)[:, None]
     i = torch.arange(n, device=device)[None, :]
@@ -669,7 +673,8 @@ def _round_robin(n: int, device: torch.device, dtype: torch.dtype) -> tuple[Tens
     lo, hi = torch.minimum(i, partner), torch.maximum(i, partner)
     sign = torch.where(i == lo, 1.0, -1.0).to(dtype)
     pairing = (partner[:, :, None] == i[:, None, :]).to(dtype) * sign[:, :, None]
-    return lo, hi, pairing
+    identity = (i[:, :, None] == i[:, None, :]).to(dtype).expand(rounds, n, n)
+    return lo, hi, torch.stack([identity, pairing], dim=2)
 
 
 def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS, fused: bool = False) -> Tensor:
