@@ -99,26 +99,35 @@ def gradvac_weights_device(
 ) -> Tensor:
     """GradVac's task weights [T] (the column sums of its coefficients) on gram's device, the
     EMA targets [T, T] updated in place: the transcription of ``gradvac.gradvac_coefficients``
-    for one group, T - 1 steps, one position of every task's ``order`` [T, T-1] at a time, the
-    gathers and scatters along each row's order."""
+    for one group, T - 1 steps, one position of every task's ``order`` [T, T-1] at a time.
+
+    Each pair (i, j) is visited once per call, so what depends only on the pair (g_j's norm
+    and row of the Gramian, the target, its sine, the step's denominator) is gathered along
+    the orders once, and the new targets are scattered back once at the end: about 23 kernels
+    a step where a step-by-step transcription launched 37, with the same arithmetic."""
     coeffs = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     dots = gram.clone()  # dots[i, m] = <g_i^vac, g_m>
-    norms = torch.sqrt(gram.diagonal().clamp(min=0.0))
+    norm_j = torch.sqrt(gram.diagonal().clamp(min=0.0))[order]  # [T, T-1]
+    rows_j = gram[order]  # [T, T-1, T]: g_j's row of the Gramian
+    target = targets.gather(1, order)
+    sin_target = torch.sqrt((1.0 - target * target).clamp(min=0.0))
+    denominator = norm_j * sin_target + eps
+    live = norm_j > 0
+    cosines = []
     for k in range(order.shape[1]):
         j = order[:, k : k + 1]  # [T, 1]
+        col = slice(k, k + 1)
         dot = dots.gather(1, j)
         norm_i = torch.sqrt((coeffs * dots).sum(dim=1, keepdim=True).clamp(min=0.0))
-        norm_j = norms[j]
-        cos = dot / (norm_i * norm_j + eps)
-        target = targets.gather(1, j)
+        cos = dot / (norm_i * norm_j[:, col] + eps)
         sin = torch.sqrt((1.0 - cos * cos).clamp(min=0.0))
-        sin_target = torch.sqrt((1.0 - target * target).clamp(min=0.0))
-        act = (cos < target) & (norm_j > 0)
-        step = norm_i * (target * sin - cos * sin_target) / (norm_j * sin_target + eps)
-        step = torch.where(act, step, 0.0)
+        t = target[:, col]
+        step = norm_i * (t * sin - cos * sin_target[:, col]) / denominator[:, col]
+        step = torch.where((cos < t) & live[:, col], step, 0.0)
         coeffs.scatter_add_(1, j, step)
-        dots.addcmul_(step, gram[j[:, 0]])
-        targets.scatter_(1, j, (1.0 - beta) * target + beta * cos)
+        dots.addcmul_(step, rows_j[:, k])
+        cosines.append(cos)
+    targets.scatter_(1, order, (1.0 - beta) * target + beta * torch.cat(cosines, dim=1))
     return coeffs.sum(dim=0)
 
 
