@@ -103,7 +103,9 @@ def make_agent(
     overrides += [f"agent.task_grads={PATHS[path]}", f"agent.network={network}"]
     cls = None if method == "plain" else aggregator_class(method)
     # FairGrad's ``solver`` names its algorithm: it takes its device path in a graph by itself
-    placed = cls is not None and getattr(cls, "placement", None) is Weighting.placement
+    placed = (
+        cls is not None and getattr(cls, "placement", Weighting.placement) is Weighting.placement
+    )
     if path == "graph" and placed and cls.device_solver and "solver" in option_specs(method):
         overrides.append("surgery.solver=device")  # what solver=auto takes in a graph
     cfg = resolve_config(f"mt{tasks}-{experiment or 'mtsac'}", overrides)

@@ -527,16 +527,18 @@ def fairgrad_sgd_device(
     return best
 
 
-def project_simplex_device(v: Tensor) -> Tensor:
+def project_simplex_device(v: Tensor, counts: Tensor | None = None) -> Tensor:
     """The Euclidean projection of v [T] onto the probability simplex, on v's device:
     ``sdmgrad.project_onto_simplex`` (Duchi et al. 2008, with its early return for a point
     already on the simplex) with the index of the last sorted entry above the threshold taken
-    by a maximum instead of ``nonzero``."""
+    by a maximum instead of ``nonzero``. ``counts``: 1, ..., T in v's dtype (made here if not
+    given; a caller projecting in a loop makes it once)."""
     u = v.sort(descending=True).values
-    cssv = u.cumsum(0)
-    k = torch.arange(1, v.shape[0] + 1, dtype=v.dtype, device=v.device)
-    last = (torch.where(u * k > cssv - 1.0, k, 0.0).amax() - 1).long()  # ρ
-    theta = (cssv.gather(0, last.reshape(1)) - 1.0) / (last + 1)
+    excess = u.cumsum(0) - 1.0
+    if counts is None:
+        counts = torch.arange(1, v.shape[0] + 1, dtype=v.dtype, device=v.device)
+    kept = torch.where(u * counts > excess, counts, 0.0).amax()  # ρ + 1
+    theta = excess.gather(0, (kept - 1).long().reshape(1)) / kept
     on_simplex = (v.sum() == 1.0) & (v >= 0).all()
     return torch.where(on_simplex, v, torch.clamp(v - theta, min=0.0))
 
@@ -551,11 +553,12 @@ def sdmgrad_weights_device(
     tasks = gram.shape[0]
     a = gram / torch.sqrt(gram.diagonal() + 1e-4).mean() ** 2
     pull = lamda * a.mean(dim=1)
+    counts = torch.arange(1, tasks + 1, dtype=gram.dtype, device=gram.device)
     velocity = w
     for step in range(niter):
         grad = a @ w + pull
         velocity = grad if step == 0 else torch.add(grad, velocity, alpha=momentum)
-        w = project_simplex_device(torch.sub(w, velocity, alpha=lr))
+        w = project_simplex_device(torch.sub(w, velocity, alpha=lr), counts)
     return (w + lamda / tasks) / (1 + lamda), w
 
 
