@@ -196,7 +196,14 @@ with equal options (a run's critic and actor aggregators) share one compile and 
 their own."""
 
 Solver = Literal["auto", "host", "device"]
-"""The ``solver`` option of a ``Weighting`` with a device solver (see ``Weighting``)."""
+"""The ``solver`` option of an aggregator with a device solver (see ``Weighting``)."""
+
+
+def takes_device_path(solver: str, in_cuda_graph: bool, device: torch.device) -> bool:
+    """The ``solver`` option's rule for one aggregation: ``device`` always takes the device
+    path, ``host`` never, ``auto`` in an update captured in a CUDA graph (``in_cuda_graph``)
+    whose gradients are off the CPU."""
+    return solver == "device" or (solver == "auto" and in_cuda_graph and device.type != "cpu")
 
 
 class Weighting(Aggregator):
@@ -265,9 +272,9 @@ class Weighting(Aggregator):
 
     def _use_device(self, G: TaskGradients) -> bool:
         """Whether this aggregation takes the device path (see the class docstring)."""
-        if not self.device_solver or self.placement == "host":
-            return False
-        return self.placement == "device" or (self.in_cuda_graph and G.device.type != "cpu")
+        return self.device_solver and takes_device_path(
+            self.placement, self.in_cuda_graph, G.device
+        )
 
     @property
     def placement(self) -> str:

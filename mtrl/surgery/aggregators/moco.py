@@ -11,7 +11,7 @@ from annotated_types import Ge, Gt, Le
 from torch import Tensor
 
 from mtrl.configtypes import Float
-from mtrl.surgery.aggregators.base import Aggregation, Aggregator, Solver
+from mtrl.surgery.aggregators.base import Aggregation, Aggregator, Solver, takes_device_path
 from mtrl.surgery.aggregators.device_solvers import project_simplex_device
 from mtrl.surgery.aggregators.registry import register_aggregator
 from mtrl.surgery.taskgrads import TaskGradients
@@ -96,10 +96,8 @@ class MoCo(Aggregator):
         return self.solver != "host"
 
     def _use_device(self, G: TaskGradients) -> bool:
-        """Whether this update takes the device path (as ``Weighting``'s ``solver`` does)."""
-        if self.solver == "host":
-            return False
-        return self.solver == "device" or (self.in_cuda_graph and G.device.type != "cpu")
+        """Whether this update takes the device path (``takes_device_path``)."""
+        return takes_device_path(self.solver, self.in_cuda_graph, G.device)
 
     def _start(self, G: TaskGradients) -> None:
         """Y = 0 shaped like G's blocks and λ uniform; a matching loaded state moves to G."""
