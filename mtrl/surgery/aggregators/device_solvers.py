@@ -490,9 +490,7 @@ def imtl_g_weights_device(
     vals, vecs = symmetric_eigh(a, jacobi, fused)
     absolute = vals.abs()
     keep = absolute > rtol * absolute.amax()
-    norms = torch.sqrt(a.diagonal()) * m
-    v = vecs @ torch.where(keep, (vecs.T @ norms) / torch.where(keep, vals, 1.0), 0.0)
-    v = v * m
+    v = _pseudo_inverse_times(vals, vecs, keep, torch.sqrt(a.diagonal()) * m) * m
     total = v.sum()
     ok = total.abs() >= _IMTL_ZERO_SUM
     return torch.where(ok, v / torch.where(ok, total, 1.0), 0.0)
@@ -562,6 +560,12 @@ def sdmgrad_weights_device(
     return (w + lamda / tasks) / (1 + lamda), w
 
 
+def _pseudo_inverse_times(vals: Tensor, vecs: Tensor, keep: Tensor, rhs: Tensor) -> Tensor:
+    """A⁺ rhs for A = V diag(vals) Vᵀ, over the eigenvalues ``keep`` marks (the others count
+    as zero), branch-free."""
+    return vecs @ torch.where(keep, (vecs.T @ rhs) / torch.where(keep, vals, 1.0), 0.0)
+
+
 def symmetric_eigh(a: Tensor, jacobi: bool = False, fused: bool = False) -> tuple[Tensor, Tensor]:
     """Eigenvalues [T] and eigenvectors [T, T] of ``(a + aᵀ) / 2``: ``torch.linalg.eigh``
     (ascending), or with ``jacobi`` ``jacobi_eigh`` (unsorted; what a CUDA graph can capture),
@@ -588,8 +592,7 @@ def config_weights_device(
     cosines = gram * inv_norms[:, None] * inv_norms[None, :]
     vals, vecs = symmetric_eigh(cosines, jacobi, fused)
     keep = vals > vals.amax().clamp(min=0) * len(gram) * eps
-    ones = torch.ones_like(sq_norms)
-    w0 = inv_norms * (vecs @ torch.where(keep, (vecs.T @ ones) / torch.where(keep, vals, 1.0), 0.0))
+    w0 = inv_norms * _pseudo_inverse_times(vals, vecs, keep, torch.ones_like(sq_norms))
     gram_w0 = gram @ w0
     sq_length = w0 @ gram_w0
     ok = sq_length > 0  # else every gradient is zero, or 1 is orthogonal to the span
