@@ -1,7 +1,7 @@
 """The simplex interior-point steps of the device solvers as one Triton kernel
-(``fused_solvers``), and IMTL-G's Jacobi rotations as another (``jacobi_eigh_fused``: the
-rounds of ``device_solvers.jacobi_eigh``, 12 small kernels each, in one launch; not yet run
-on a GPU, so only ``fused_solvers=true`` takes it).
+(``fused_solvers``), and the Jacobi rotations of IMTL-G, ConFIG and Aligned-MTL as another
+(``jacobi_eigh_fused``: the rounds of ``device_solvers.jacobi_eigh``, 12 small kernels each,
+in one launch; not yet run on a GPU, so only ``fused_solvers=true`` takes it).
 
 ``device_solvers._interior_point`` launches about 44 kernels per step (9 compiled) and
 cuSOLVER/cuBLAS calls besides; replayed from a CUDA graph each costs about 2 us, which is
