@@ -196,7 +196,7 @@ def count_update_ops(
         warnings.filterwarnings("ignore", message=".*capturable=True.*", category=UserWarning)
         update()
         if kernels:
-            return _profiled_kernels(update)
+            return len(_gpu_events(update))
         with _OpCounter() as counter:
             update()
     return counter.count
@@ -214,11 +214,6 @@ def _gpu_events(update: Callable[[], object], calls: int = 1) -> list[Any]:
             update()
         torch.cuda.synchronize()
     return [event for event in prof.events() if event.device_type == DeviceType.CUDA]
-
-
-def _profiled_kernels(update: Callable[[], object]) -> int:
-    """GPU activities (kernels, copies, fills) of one call of ``update``."""
-    return len(_gpu_events(update))
 
 
 def print_kernel_profile(name: str, update: Callable[[], object], replays: int = 5) -> None:
