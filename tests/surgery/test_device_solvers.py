@@ -300,6 +300,22 @@ def test_cagrad_device_degenerate_gramians():
             assert cosine(cagrad_weights_device(G @ G.T, c) @ G, host) >= 1 - 1e-9
 
 
+def test_cagrad_support_step_solves_systems_made_singular_by_duplicate_tasks():
+    """Duplicate tasks on the solution's support make the support step's system singular:
+    whether its factorisation fails depends on rounding (a last pivot of 5e-16 here; the fused
+    kernels' sweep gives 0), and where it fails the interpolated answer remains, 4e-2 off
+    SLSQP's on a coarse grid of κ. The regularised system is solved as well, so the
+    direction is SLSQP's to its accuracy whichever way the rounding goes."""
+    G = torch.randn(3, 9, generator=torch.Generator().manual_seed(103), dtype=torch.float64)
+    G[1] = G[0]
+    gram = G @ G.T
+    for c in (0.4, 0.9):
+        device = cagrad_weights_device(gram, c, rescale=1, points=16)
+        host = CAGrad(c=c).weights(gram)
+        gap = float(((device - host) @ G).norm() / G.norm(dim=1).max())
+        assert gap <= 1e-5, (c, gap)
+
+
 @pytest.mark.parametrize("rescale", [0, 1, 2])
 def test_cagrad_device_path_through_the_aggregator(rescale):
     gen = torch.Generator().manual_seed(rescale)

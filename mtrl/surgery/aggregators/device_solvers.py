@@ -240,7 +240,7 @@ def cagrad_dual_device(
     w = w0 + t * dw
     # exact where the support of an end of the cell is the solution's (it is unless two
     # breakpoints of x(κ) fall in the cell): the first candidate that is optimal replaces w
-    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair], fused)
+    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair], fused)  # [4, T], [4]
     w = _first_optimal(exact, optimal, w).clamp(min=0)
     return w / w.sum()
 
@@ -249,20 +249,30 @@ def _exact_on_supports(
     a: Tensor, ab: Tensor, s: Tensor, support: Tensor, fused: bool = False
 ) -> tuple[Tensor, Tensor]:
     """For each candidate support S [C, T] (bool): the dual's solution if it is supported on S,
-    and whether that solution is optimal (C bools), with the host's tolerance ~1e-9.
+    and whether that solution is optimal, with the host's tolerance ~1e-9: candidates [2C, T]
+    and [2C] bools, the supports' systems solved as they are (0..C-1), then with ``_REG`` on
+    their diagonal (C..2C-1).
 
     On S the QP's KKT system ``A_SS w_S + κ (Ab)_S + ν 1 = 0, Σ w_S = 1`` is linear, so
     ``w = p + κ r`` and ``(κ s)² = wᵀA w + eps`` is a quadratic in κ. With Σ w_S = 1 the
     system reads ``(A_SS + 11ᵀ) w_S + κ (Ab)_S + (ν - 1) 1 = 0``, whose matrix is positive
     definite where the solution on S is unique: one Cholesky factorisation, two right sides.
-    The result is optimal if w >= 0 and no task off S has a negative reduced cost
-    ``(A w + κ A b)_i + ν``; a failed factorisation (e.g. duplicate tasks on S) is not.
+    With duplicate tasks on S it is singular, and whether its factorisation fails depends on
+    rounding (a last pivot of 0, or of 5e-16); the regularised system is positive definite
+    and solves it (how w splits between duplicates does not change the direction), as in
+    ``_min_norm_on_support``. The result is optimal if w >= 0 and no task off S has a
+    negative reduced cost ``(A w + κ A b)_i + ν``; a failed factorisation is not.
     """
     m = support.to(a.dtype)
     mm = m[:, :, None] * m[:, None, :]
+    base = (a + 1.0) * mm + torch.diag_embed(1 - m)
+    support = torch.cat([support, support])
+    m = torch.cat([m, m])
     uy, factored = _spd_solve(
-        (a + 1.0) * mm + torch.diag_embed(1 - m), torch.stack([m, -ab * m], dim=2), fused
-    )  # [C, T, 2]
+        torch.cat([base, base + _REG * torch.diag_embed(m[: len(base)])]),
+        torch.stack([m, -ab * m], dim=2),
+        fused,
+    )  # [2C, T, 2]
     u, y = uy[:, :, 0], uy[:, :, 1]
     u_sum, y_sum = u.sum(dim=1, keepdim=True), y.sum(dim=1, keepdim=True)
     p, r = u / u_sum, y - (y_sum / u_sum) * u  # w = p + κ r
