@@ -31,10 +31,10 @@ one of them the eigendecomposition (ConFIG and Aligned-MTL about as many; with J
 rotations some 1,600 at T = 10); UPGrad and DualProj: their T or one projections through
 interior-point steps over the positive orthant at once, then a support step (112 aten ops
 around 47 per step: 1052 at the default 20 steps). Views are counted here; the kernels among
-them are 44 per step with the simplex, 36 without. With ``fused`` (CAGrad, MGDA) the simplex
-steps run as one Triton kernel per solve and the support steps' systems as another, and
-the Jacobi rotations (``jacobi_eigh``, the eigendecomposition in a CUDA graph) as a third
-(``fused_ip``), for GPUs.
+them are 44 per step with the simplex, 36 without. With ``fused`` (for GPUs, ``fused_ip``)
+a CAGrad solve is two Triton kernel launches (one program per κ for the interior-point steps,
+one for the rest), an MGDA solve one, and the Jacobi rotations (``jacobi_eigh``, the
+eigendecomposition in a CUDA graph) one.
 """
 
 from __future__ import annotations
@@ -170,8 +170,12 @@ def cagrad_weights_device(
     :param iters: interior-point steps of the dual solver.
     :param rescale: 0 none, 1 divide by 1 + c², 2 divide by 1 + c.
     :param points: values of κ solved at once.
-    :param fused: the interior-point steps and linear solves as Triton kernels (``fused_ip``).
+    :param fused: the whole solve in two Triton kernel launches (``fused_ip``), for GPUs.
     """
+    if fused and c != 0:
+        from mtrl.surgery.aggregators.fused_ip import cagrad_weights_fused
+
+        return cagrad_weights_fused(gram, c, iters, rescale, points)
     tasks = gram.shape[0]
     mean_weights = torch.full((tasks,), 1.0 / tasks, dtype=gram.dtype, device=gram.device)
     if c == 0:
@@ -182,7 +186,7 @@ def cagrad_weights_device(
         # diagonals bound every entry (|G_ij| <= sqrt(G_ii G_jj))
         valid = (scale > 0) & (scale < torch.inf)
         a = torch.where(valid, gram / scale, 0.0)  # no NaN below even for an invalid Gramian
-        w = cagrad_dual_device(a, c, iters, points, fused)
+        w = cagrad_dual_device(a, c, iters, points)
         g0_norm = torch.sqrt(a.mean().clamp(min=0) + EPS)
         gw_norm = torch.sqrt((w @ a @ w).clamp(min=0))
         lam = (c * g0_norm + EPS) / (gw_norm + EPS)
@@ -199,7 +203,6 @@ def cagrad_dual_device(
     c: float,
     iters: int = CAGRAD_ITERS,
     points: int = CAGRAD_POINTS,
-    fused: bool = False,
 ) -> Tensor:
     """The minimiser w [T] over the simplex of ``wᵀA b + s sqrt(wᵀA w + eps)``, b = 1/T and
     ``s = c sqrt(mean(A) + eps) + eps``, for a Gramian A normalised to mean diagonal 1.
@@ -220,7 +223,7 @@ def cagrad_dual_device(
     theta = kappa / (1 + kappa)
     eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
     hessians = (1 - theta)[:, None, None] * a + _REG * eye
-    W, Z = simplex_qp_device(hessians, theta[:, None] * ab, iters, fused)  # [K, T] each
+    W, Z = simplex_qp_device(hessians, theta[:, None] * ab, iters)  # [K, T] each
     # the sign of κ s - sqrt(‖x(κ)‖² + eps) changes once, after the count of negative values
     q = ((W @ a) * W).sum(dim=1)
     below = (kappa * s < torch.sqrt(q.clamp(min=0) + EPS)).sum()
@@ -240,14 +243,12 @@ def cagrad_dual_device(
     w = w0 + t * dw
     # exact where the support of an end of the cell is the solution's (it is unless two
     # breakpoints of x(κ) fall in the cell): the first candidate that is optimal replaces w
-    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair], fused)  # [4, T], [4]
+    exact, optimal = _exact_on_supports(a, ab, s, W[pair] > Z[pair])  # [4, T], [4]
     w = _first_optimal(exact, optimal, w).clamp(min=0)
     return w / w.sum()
 
 
-def _exact_on_supports(
-    a: Tensor, ab: Tensor, s: Tensor, support: Tensor, fused: bool = False
-) -> tuple[Tensor, Tensor]:
+def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tuple[Tensor, Tensor]:
     """For each candidate support S [C, T] (bool): the dual's solution if it is supported on S,
     and whether that solution is optimal, with the host's tolerance ~1e-9: candidates [2C, T]
     and [2C] bools, the supports' systems solved as they are (0..C-1), then with ``_REG`` on
@@ -271,7 +272,6 @@ def _exact_on_supports(
     uy, factored = _spd_solve(
         torch.cat([base, base + _REG * torch.diag_embed(m[: len(base)])]),
         torch.stack([m, -ab * m], dim=2),
-        fused,
     )  # [2C, T, 2]
     u, y = uy[:, :, 0], uy[:, :, 1]
     u_sum, y_sum = u.sum(dim=1, keepdim=True), y.sum(dim=1, keepdim=True)
@@ -307,21 +307,15 @@ def _cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(chol.mT, y, upper=True)
 
 
-def _spd_solve(matrices: Tensor, rhs: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
+def _spd_solve(matrices: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
     """X [..., T, R] with ``matrices @ X = rhs`` for positive definite ``matrices``
     [..., T, T], and whether each factorisation succeeded [...]: a Cholesky factorisation and
-    two triangular solves, or with ``fused`` one Triton kernel (``fused_ip.spd_solve_fused``)."""
-    if fused:
-        from mtrl.surgery.aggregators.fused_ip import spd_solve_fused
-
-        return spd_solve_fused(matrices, rhs)
+    two triangular solves."""
     chol, info = torch.linalg.cholesky_ex(matrices)
     return _cholesky_solve(chol, rhs), info == 0
 
 
-def simplex_qp_device(
-    hessians: Tensor, linear: Tensor, iters: int, fused: bool = False
-) -> tuple[Tensor, Tensor]:
+def simplex_qp_device(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tensor, Tensor]:
     """Minimisers w [K, T] of ``½ wᵀ H_k w + p_kᵀ w`` over the simplex, for K problems at once,
     and their dual slacks z [K, T] (w_i > z_i marks the support).
 
@@ -332,12 +326,7 @@ def simplex_qp_device(
 
     :param hessians: [K, T, T] positive definite.
     :param linear: [K, T].
-    :param fused: all the steps in one Triton kernel (``fused_ip.simplex_qp_fused``).
     """
-    if fused:
-        from mtrl.surgery.aggregators.fused_ip import simplex_qp_fused
-
-        return simplex_qp_fused(hessians, linear, iters)
     return _interior_point(hessians, linear, iters, simplex=True)
 
 
@@ -715,6 +704,10 @@ def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS, fused: bool = Fal
     Gramian, or one that is not finite (the host path refuses it first), gives the uniform
     weights, as the host does for the former.
     """
+    if fused:  # the whole solve in one Triton kernel launch (``fused_ip``), for GPUs
+        from mtrl.surgery.aggregators.fused_ip import mgda_weights_fused
+
+        return mgda_weights_fused(gram, iters)
     tasks = gram.shape[0]
     uniform = torch.full((tasks,), 1.0 / tasks, dtype=gram.dtype, device=gram.device)
     scale = gram.diagonal().mean()
@@ -723,18 +716,18 @@ def mgda_weights_device(gram: Tensor, iters: int = MGDA_ITERS, fused: bool = Fal
     a = torch.nan_to_num(0.5 * (a + a.T), nan=0.0, posinf=0.0, neginf=0.0)
     eye = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
     hessian = (a + _REG * eye).unsqueeze(0)
-    W, Z = simplex_qp_device(hessian, torch.zeros_like(uniform).unsqueeze(0), iters, fused)
+    W, Z = simplex_qp_device(hessian, torch.zeros_like(uniform).unsqueeze(0), iters)
     w_ip = W[0].clamp(min=0)
     w_ip = w_ip / w_ip.sum()
     # two candidate supports: w_i > z_i, and the wider 10 w_i > z_i (a task whose weight is
     # tiny next to the others' converges slowly, e.g. one gradient 1e6 times the rest)
-    exact, optimal = _min_norm_on_support(a, torch.stack([W[0] > Z[0], 10 * W[0] > Z[0]]), fused)
+    exact, optimal = _min_norm_on_support(a, torch.stack([W[0] > Z[0], 10 * W[0] > Z[0]]))
     w = _first_optimal(exact, optimal, w_ip).clamp(min=0)
     w = w / w.sum()
     return torch.where(valid, w, uniform)
 
 
-def _min_norm_on_support(a: Tensor, supports: Tensor, fused: bool = False) -> tuple[Tensor, Tensor]:
+def _min_norm_on_support(a: Tensor, supports: Tensor) -> tuple[Tensor, Tensor]:
     """The minimisers of wᵀA w over the simplex restricted to each support S [C, T] (bool),
     and whether each is optimal on the whole simplex: candidates [2C, T] and [2C] bools.
 
@@ -752,7 +745,7 @@ def _min_norm_on_support(a: Tensor, supports: Tensor, fused: bool = False) -> tu
     base = (a + 1.0) * mm + torch.diag_embed(1 - m)
     matrices = torch.cat([base, base + _REG * torch.diag_embed(m)])
     m = torch.cat([m, m])
-    u, factored = _spd_solve(matrices, m.unsqueeze(2), fused)
+    u, factored = _spd_solve(matrices, m.unsqueeze(2))
     u = u.squeeze(2) * m
     w = u / u.sum(dim=1, keepdim=True)
     aw = w @ a

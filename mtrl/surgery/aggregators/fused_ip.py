@@ -1,31 +1,37 @@
-"""The simplex interior-point steps of the device solvers as one Triton kernel
-(``fused_solvers``), and the Jacobi rotations of IMTL-G, ConFIG and Aligned-MTL as another
-(``jacobi_eigh_fused``: the rounds of ``device_solvers.jacobi_eigh``, 12 small kernels each,
-in one launch; not yet run on a GPU, so only ``fused_solvers=true`` takes it).
+"""CAGrad's and MGDA's device solvers as whole Triton kernels (``fused_solvers``): a CAGrad
+solve in two launches, an MGDA solve in one; and the Jacobi rotations of IMTL-G, ConFIG and
+Aligned-MTL as another (``jacobi_eigh_fused``: the rounds of ``device_solvers.jacobi_eigh``,
+12 small kernels each, in one launch; not yet run on a GPU, so only ``fused_solvers=true``
+takes it).
 
 ``device_solvers._interior_point`` launches about 44 kernels per step (9 compiled) and
 cuSOLVER/cuBLAS calls besides; replayed from a CUDA graph each costs about 2 us, which is
 what keeps CAGrad and MGDA at 2.3-2.8x a plain update on a GPU even compiled (BENCHMARKS.md).
-Here every step of every problem runs in one launch: one program per problem holds its T x T
-matrix in registers and inverts each step's Newton matrix by the sweep operator (symmetric
-Gauss-Jordan: no pivoting, which a positive definite matrix does not need), so a solve is one
-kernel whatever its number of steps. The support steps' small systems go through a second
-kernel the same way (``spd_solve_fused``).
+Here every step of a problem runs in one program, which holds its T x T matrix in registers
+and inverts each step's Newton matrix by the sweep operator (symmetric Gauss-Jordan: no
+pivoting, which a positive definite matrix does not need), so the steps are one launch
+whatever their number (``_simplex_steps``). CAGrad's first kernel runs one program per κ of
+its grid; its second, one program, does the rest of ``cagrad_weights_device`` (the grid cell,
+κ* in it, the exact steps on the supports, the weights). MGDA's kernel is one program: the
+steps, the four support candidates of ``mgda_weights_device`` and the choice. (A first form
+fused only the steps and the support steps' linear solves, leaving some 175 small kernels
+per CAGrad solve around them.)
 
-The steps are those of ``_interior_point`` with the simplex (the same start, predictor,
-corrector and step lengths). The matrices are symmetric, so every product with a vector sums
-down the tile's columns, which in Triton's layout of the tile is one exchange between
-threads where a sum along the rows is a chain of them; and each step divides by x and z
-once, then multiplies (a float64 division is a long instruction sequence on a GPU). The
+The formulas are those of ``device_solvers`` (the same start, predictor, corrector and step
+lengths; the same grid, cell, candidates and tolerances). The matrices are symmetric, so every
+product with a vector sums down the tile's columns, which in Triton's layout of the tile is
+one exchange between threads where a sum along the rows is a chain of them; and each step
+divides by x and z once, then multiplies (a float64 division is a long instruction sequence
+on a GPU). Constants that are not exact in float32 enter as float64 scalars (``_f64``). The
 tests run these kernels in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) and
 compiled on a GPU, against the torch solvers and the host's, and compile them for sm_90 on
 any machine to check that no kernel spills registers (``benchmarks/fused_kernels.py
---check``). On a GPU the kernel's fused multiply-adds let the iterates converge past where
+--check``). On a GPU the kernels' fused multiply-adds let the iterates converge past where
 the torch solver's rounding stalls them (an inactive weight 1e-23 against 1e-14 after 12
 steps), so the two agree in the objective (1e-9), not bit for bit. The orthant problems of
-UPGrad and DualProj are not fused: with an orthant variant of this kernel an H200 gave
-UPGrad directions 0.36 (relative) off the exact ones where T > P, which the interpreter does
-not reproduce; so a captured update first checks the kernels against the torch solver on its
+UPGrad and DualProj are not fused: with an orthant variant of the steps an H200 gave UPGrad
+directions 0.36 (relative) off the exact ones where T > P, which the interpreter does not
+reproduce; so a captured update first checks the kernels against the torch solver on its
 own device (``solver_check``) and runs the torch solver where they disagree. Needs the
 ``triton`` package (it comes with torch's CUDA builds; ``mtrl-bench[fused]`` installs it for
 the CPU tests).
@@ -33,13 +39,17 @@ the CPU tests).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-TAU = 0.99
-"""``device_solvers._TAU``: the fraction of the step to the boundary an interior step takes."""
+from mtrl.surgery.aggregators.device_solvers import _MGDA_KKT_TOL, _REG, _TAU, EPS
+
+TAU = _TAU
+"""The fraction of the step to the boundary an interior step takes."""
 
 
 @triton.jit
@@ -66,7 +76,7 @@ def _sweep(matrix, tasks, idx):
     """Minus the inverse of a positive definite ``matrix`` [BLOCK, BLOCK] (its first ``tasks``
     rows and columns; the rest the identity, left as it is) by sweeping every pivot, and the
     smallest pivot (positive exactly where a Cholesky factorisation succeeds, up to rounding;
-    NaN if any is), as a vector of equal entries.
+    NaN if any is), a scalar.
 
     Each pivot's column is gathered (one exchange between threads, where a masked sum took a
     chain of them) and the pivot inverted once for the whole tile: compiled for sm_90 a pivot
@@ -74,7 +84,7 @@ def _sweep(matrix, tasks, idx):
     (``benchmarks/fused_kernels.py``, BENCHMARKS.md)."""
     rows = idx[:, None]
     cols = idx[None, :]
-    smallest = tl.zeros(idx.shape, tl.float64) + float("inf")
+    smallest = tl.full([], float("inf"), tl.float64)
     for j in range(tasks):
         col = tl.reshape(tl.gather(matrix, tl.zeros_like(rows) + j, axis=1), idx.shape)
         pivot = tl.sum(tl.where(idx == j, col, 0.0), axis=0)
@@ -88,30 +98,27 @@ def _sweep(matrix, tasks, idx):
 
 
 @triton.jit
-def _simplex_kernel(
-    h_ptr, p_ptr, x_ptr, z_ptr, tasks, iters, BLOCK: tl.constexpr, FRACTION: tl.constexpr
-):
-    """One program per problem: ``iters`` Mehrotra steps of ``min ½ xᵀH x + pᵀx`` over the
-    simplex from x = 1/T, z = 1 (``device_solvers._interior_point`` with ``simplex``)."""
-    k = tl.program_id(0).to(tl.int64)
-    idx = tl.arange(0, BLOCK)
+def _simplex_steps(hessian, reg, lin, tasks, iters, idx, FRACTION: tl.constexpr):
+    """``iters`` Mehrotra steps of ``min ½ xᵀH x + pᵀx`` over the simplex from x = 1/T, z = 1
+    (``device_solvers._interior_point`` with ``simplex``) for one program's H = ``hessian`` +
+    ``reg`` I (``hessian`` [BLOCK, BLOCK] zero outside T x T; ``reg`` a float64 scalar, apart
+    so that a caller's A need not be held twice) and ``lin`` = p [BLOCK]: the minimiser x and
+    the dual slacks z [BLOCK] (padding entries 1)."""
     live = idx < tasks
     eye = idx[:, None] == idx[None, :]
-    hessian = _load_matrix(h_ptr, k, tasks, idx)
-    lin = tl.load(p_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)  # p + ν
-    one = tl.full([BLOCK], 1.0, tl.float64)
+    one = tl.full(idx.shape, 1.0, tl.float64)
     count = tl.sum(tl.where(live, one, 0.0), axis=0)
     minus_one = -tl.max(one, axis=0)  # float64 scalars (a float literal would be float32)
-    minus_fraction = tl.max(tl.full([BLOCK], -FRACTION, tl.float64), axis=0)
+    minus_fraction = tl.max(tl.full(idx.shape, -FRACTION, tl.float64), axis=0)
     x = tl.where(live, one / count, one)
     z = one
     for _ in range(iters):
         # divisions are the costliest arithmetic here: 1/x and 1/z once a step
         rx = one / x
         rz = one / z
-        grad = tl.where(live, tl.sum(hessian * x[:, None], axis=0) + lin, 0.0)  # Hx + p + ν
+        grad = tl.where(live, tl.sum(hessian * x[:, None], axis=0) + reg * x + lin, 0.0)
         # minus the inverse of M = H + Z/X (padding: the identity)
-        scaled = hessian + tl.where(eye, tl.where(live, z * rx, 1.0)[:, None], 0.0)
+        scaled = hessian + tl.where(eye, tl.where(live, z * rx + reg, 1.0)[:, None], 0.0)
         inv, _ = _sweep(scaled, tasks, idx)
         xz = tl.where(live, x * z, 0.0)
         mu = tl.sum(xz, axis=0) / count
@@ -137,6 +144,20 @@ def _simplex_kernel(
         x = x + alpha_x * dx
         z = z + alpha_z * dz
         lin = lin - alpha_z * t
+    return x, z
+
+
+@triton.jit
+def _simplex_kernel(
+    h_ptr, p_ptr, x_ptr, z_ptr, tasks, iters, BLOCK: tl.constexpr, FRACTION: tl.constexpr
+):
+    """One program per problem: ``_simplex_steps`` on problem k's H and p."""
+    k = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, BLOCK)
+    live = idx < tasks
+    hessian = _load_matrix(h_ptr, k, tasks, idx)
+    lin = tl.load(p_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)
+    x, z = _simplex_steps(hessian, tl.zeros([], tl.float64), lin, tasks, iters, idx, FRACTION)
     tl.store(x_ptr + k * tasks + idx, x, mask=live)
     tl.store(z_ptr + k * tasks + idx, z, mask=live)
 
@@ -156,40 +177,297 @@ def simplex_qp_fused(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tens
     return x, z
 
 
+# --- whole solves: CAGrad in two launches, MGDA in one ------------------------------------
+
+_EPS = tl.constexpr(EPS)
+_REG_DIAGONAL = tl.constexpr(_REG)
+_KKT = tl.constexpr(_MGDA_KKT_TOL)
+_CAGRAD_FEASIBLE = tl.constexpr(1e-9)  # _exact_on_supports's tolerance
+_LOW = tl.constexpr(0.5 * math.log(EPS) + math.log(0.5))
+_LOG2 = tl.constexpr(math.log(2.0))
+
+
 @triton.jit
-def _spd_solve_kernel(m_ptr, r_ptr, out_ptr, ok_ptr, tasks, RHS: tl.constexpr, BLOCK: tl.constexpr):
-    """One program per system: X = M⁻¹ R for its ``RHS`` right sides, and whether every
-    pivot was positive."""
-    k = tl.program_id(0).to(tl.int64)
+def _f64(value: tl.constexpr):
+    """``value`` as a float64 scalar: a float literal in arithmetic may be rounded to float32."""
+    return tl.full([], value, tl.float64)
+
+
+@triton.jit
+def _times(matrix, v):
+    """``matrix @ v`` for a symmetric ``matrix``: summed down the columns (one exchange)."""
+    return tl.sum(matrix * v[:, None], axis=0)
+
+
+@triton.jit
+def _all(flags, live):
+    """Whether ``flags`` holds at every live entry (a scalar)."""
+    return tl.sum(tl.where(live & ~flags, 1, 0), axis=0) == 0
+
+
+@triton.jit
+def _finite(v):
+    """Where ``v`` is neither NaN nor infinite."""
+    return (v == v) & (tl.abs(v) < float("inf"))
+
+
+@triton.jit
+def _normalised_gramian(g_ptr, tasks, idx):
+    """The Gramian over its mean diagonal (zero where that mean is not positive and finite,
+    so no NaN follows), whether it was, its diagonal and T (a float64 scalar)."""
+    live = idx < tasks
+    eye = idx[:, None] == idx[None, :]
+    gram = _load_matrix(g_ptr, 0, tasks, idx)
+    count = tl.sum(tl.where(live, 1.0, 0.0), axis=0).to(tl.float64)
+    scale = tl.sum(tl.sum(tl.where(eye, gram, 0.0), axis=0), axis=0) / count
+    valid = (scale > 0) & (scale < float("inf"))
+    a = tl.where(valid, gram / tl.where(valid, scale, 1.0), 0.0)
+    return a, valid, tl.sum(tl.where(eye, a, 0.0), axis=0), count
+
+
+@triton.jit
+def _cagrad_setup(g_ptr, C: tl.constexpr, tasks, idx):
+    """``cagrad_dual_device``'s quantities from the Gramian: A, whether it was valid, Ab,
+    s = c sqrt(mean(A) + eps) + eps, the log-range of κ and A's largest diagonal entry."""
+    a, valid, diag, count = _normalised_gramian(g_ptr, tasks, idx)
+    c = _f64(C)
+    ab = tl.sum(a, axis=0) / count  # A is symmetric: its row means
+    mean = tl.sum(tl.sum(a, axis=0), axis=0) / (count * count)
+    s = c * tl.sqrt(tl.maximum(mean, 0.0) + _f64(_EPS)) + _f64(_EPS)
+    log_s = tl.log(s)
+    largest = tl.max(diag, axis=0)
+    low = _f64(_LOW) - log_s
+    high = 0.5 * tl.log(tl.maximum(largest, 0.0) + _f64(_EPS)) + _f64(_LOG2) - log_s
+    return a, valid, ab, s, low, high, largest, mean, c
+
+
+@triton.jit
+def _kappa(low, high, k, points):
+    """The k-th of ``points`` log-spaced values of κ from exp(low) to exp(high)."""
+    return tl.exp(low + (k.to(tl.float64) / (points - 1)) * (high - low))
+
+
+@triton.jit
+def _cagrad_steps_kernel(
+    g_ptr, x_ptr, z_ptr, below_ptr, tasks, points, iters,
+    C: tl.constexpr, BLOCK: tl.constexpr, FRACTION: tl.constexpr,
+):  # fmt: skip
+    """One program per κ of CAGrad's grid: the simplex QP of ``cagrad_dual_device`` for its
+    κ (x, z stored), and whether κ s < sqrt(‖x(κ)‖² + eps) there."""
+    k = tl.program_id(0)
     idx = tl.arange(0, BLOCK)
     live = idx < tasks
-    padding = (idx[:, None] == idx[None, :]) & ~live[:, None]
-    matrix = tl.where(padding, 1.0, _load_matrix(m_ptr, k, tasks, idx))
-    inv, pivots = _sweep(matrix, tasks, idx)
-    smallest = tl.min(pivots, axis=0)
-    for r in tl.static_range(RHS):
-        rhs = tl.load(r_ptr + (k * tasks + idx) * RHS + r, mask=live, other=0.0).to(tl.float64)
-        tl.store(
-            out_ptr + (k * tasks + idx) * RHS + r, -tl.sum(inv * rhs[:, None], axis=0), mask=live
-        )
-    # a NaN pivot fails too, as it fails a Cholesky factorisation
-    tl.store(ok_ptr + k, ((smallest > 0) & (smallest < float("inf"))).to(tl.int8))
+    a, _, ab, s, low, high, _, _, _ = _cagrad_setup(g_ptr, C, tasks, idx)
+    kappa = _kappa(low, high, k, points)
+    theta = kappa / (1 + kappa)
+    lin = tl.where(live, theta * ab, 0.0)
+    x, z = _simplex_steps((1 - theta) * a, _f64(_REG_DIAGONAL), lin, tasks, iters, idx, FRACTION)
+    x = tl.where(live, x, 0.0)
+    row = k.to(tl.int64) * tasks + idx
+    tl.store(x_ptr + row, x, mask=live)
+    tl.store(z_ptr + row, z, mask=live)
+    q = tl.sum(_times(a, x) * x, axis=0)
+    tl.store(below_ptr + k, (kappa * s < tl.sqrt(tl.maximum(q, 0.0) + _f64(_EPS))).to(tl.int32))
 
 
-def spd_solve_fused(matrices: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
-    """X [..., T, R] with ``matrices @ X = rhs`` for positive definite ``matrices`` [..., T, T]
-    (float64), in one kernel launch, and whether each factorisation succeeded [...] (bool):
-    what ``cholesky_ex`` and two triangular solves give, with the sweep operator instead."""
-    batch, tasks, columns = rhs.shape[:-2], rhs.shape[-2], rhs.shape[-1]
-    matrices = matrices.expand(*batch, tasks, tasks).reshape(-1, tasks, tasks).contiguous()
-    flat = rhs.reshape(-1, tasks, columns).contiguous()
-    out = torch.empty_like(flat)
-    ok = torch.empty(flat.shape[0], dtype=torch.int8, device=flat.device)
+@triton.jit
+def _support_system(a, m, reg, tasks, idx):
+    """Minus the inverse of a support step's matrix (A + 1) mmᵀ + diag(1 - m + reg m) (m the
+    support's 0/1 vector, ``reg`` 0 or the regulariser; off the support the identity) and
+    whether its sweep succeeded, like a Cholesky factorisation."""
+    eye = idx[:, None] == idx[None, :]
+    mm = m[:, None] * m[None, :]
+    # written so that no A + 1 is shared with another candidate (and kept: registers at T = 50)
+    matrix = a * mm + mm + tl.where(eye, (1 - m + reg * m)[:, None], 0.0)
+    inv, smallest = _sweep(matrix, tasks, idx)
+    return inv, (smallest > 0) & (smallest < float("inf"))
+
+
+@triton.jit
+def _support_solve(inv, a, m, reg, rhs):
+    """x with ((A + 1) mmᵀ + diag(1 - m + reg m)) x = ``rhs``, from minus its inverse
+    ``inv`` and two steps of iterative refinement against the matrix, formed from A and m
+    as products with vectors (no second tile). Gauss-Jordan's inverse is less accurate than a
+    Cholesky solve where the matrix is near singular (duplicate tasks on the support,
+    regularised: the duplicates' total weight 7e-4 off on a test problem); refined, it
+    agrees with Cholesky's to 1e-12 there."""
+    x = -_times(inv, rhs)
+    for _ in tl.static_range(2):
+        mx = m * x
+        residual = rhs - (m * (_times(a, mx) + tl.sum(mx, axis=0)) + (1 - m + reg * m) * x)
+        x = x - _times(inv, residual)
+    return x
+
+
+@triton.jit
+def _cagrad_on_support(a, ab, s, largest, support, reg, tasks, idx):
+    """``_exact_on_supports`` for one support, with ``reg`` (0 or the regulariser) on its
+    system's diagonal: the dual's solution if it is supported there, and whether it is
+    optimal."""
+    live = idx < tasks
+    m = tl.where(support, 1.0, 0.0).to(tl.float64)
+    inv, factored = _support_system(a, m, reg, tasks, idx)
+    u = _support_solve(inv, a, m, reg, m)
+    y = _support_solve(inv, a, m, reg, -ab * m)
+    u_sum = tl.sum(tl.where(live, u, 0.0), axis=0)
+    y_sum = tl.sum(tl.where(live, y, 0.0), axis=0)
+    p = u / u_sum
+    r = y - (y_sum / u_sum) * u  # w = p + κ r
+    nu_p = 1 - 1 / u_sum
+    nu_r = y_sum / u_sum  # ν = ν_p + κ ν_r
+    ap = tl.where(live, _times(a, p), 0.0)
+    ar = tl.where(live, _times(a, r), 0.0)
+    qa = s * s - tl.sum(ar * r, axis=0)
+    qb = -2 * tl.sum(ap * r, axis=0)
+    qc = -tl.sum(ap * p, axis=0) - _f64(_EPS)
+    kappa = 2 * qc / (-qb - tl.sqrt(tl.maximum(qb * qb - 4 * qa * qc, 0.0)))
+    w = tl.where(live, p + kappa * r, 0.0)
+    reduced = ap + kappa * (ar + ab) + nu_p + kappa * nu_r
+    tol = _f64(_CAGRAD_FEASIBLE)
+    feasible = (w >= -tol) & (support | (reduced >= -tol * (largest * (1 + kappa))))
+    optimal = _all(feasible & _finite(w), live) & (kappa > 0) & factored
+    return w, optimal
+
+
+@triton.jit
+def _cagrad_tail_kernel(
+    g_ptr, x_ptr, z_ptr, below_ptr, out_ptr, tasks, points,
+    C: tl.constexpr, BLOCK: tl.constexpr, POINTS: tl.constexpr, RESCALE: tl.constexpr,
+):  # fmt: skip
+    """One program: ``cagrad_dual_device`` after the QPs (the grid cell where the sign
+    changes, κ* inside it, the exact steps on the supports of its ends) and
+    ``cagrad_weights_device``'s weights from the dual's solution."""
+    idx = tl.arange(0, BLOCK)
+    live = idx < tasks
+    a, valid, ab, s, low, high, largest, mean, c = _cagrad_setup(g_ptr, C, tasks, idx)
+    grid = tl.arange(0, POINTS)
+    below = tl.sum(tl.load(below_ptr + grid, mask=grid < points, other=0), axis=0)
+    first = tl.minimum(tl.maximum(below - 1, 0), points - 2)
+    k0, k1 = _kappa(low, high, first, points), _kappa(low, high, first + 1, points)
+    row0 = first.to(tl.int64) * tasks + idx
+    w0 = tl.load(x_ptr + row0, mask=live, other=0.0)
+    w1 = tl.load(x_ptr + row0 + tasks, mask=live, other=0.0)
+    z0 = tl.load(z_ptr + row0, mask=live, other=0.0)
+    z1 = tl.load(z_ptr + row0 + tasks, mask=live, other=0.0)
+    support0, support1 = live & (w0 > z0), live & (w1 > z1)
+    # on the cell x(κ) is linear: (κ s)² = ‖x‖² + eps is quadratic in the position t in [0, 1]
+    dk, dw = k1 - k0, w1 - w0
+    a_dw = _times(a, dw)
+    s2 = s * s
+    qa = dk * dk * s2 - tl.sum(dw * a_dw, axis=0)
+    qb = 2 * (k0 * dk * s2 - tl.sum(w0 * a_dw, axis=0))
+    qc = k0 * k0 * s2 - tl.sum(w0 * _times(a, w0), axis=0) - _f64(_EPS)
+    root = 2 * qc / (-qb - tl.sqrt(tl.maximum(qb * qb - 4 * qa * qc, 0.0)))
+    t = tl.minimum(tl.maximum(tl.where(root == root, root, 0.0), 0.0), 1.0)
+    w = w0 + t * dw
+    # the first end of the cell whose support gives an optimal solution replaces w
+    # the support of each end, as it is and regularised (_exact_on_supports's order); a
+    # loop, not four inlined copies, which would keep more tiles alive (registers at T = 50)
+    found = tl.zeros([], tl.int1)
+    for k in range(4):
+        support = tl.where(k % 2 == 0, support0, support1)
+        reg = tl.where(k >= 2, _f64(_REG_DIAGONAL), 0.0)
+        exact, optimal = _cagrad_on_support(a, ab, s, largest, support, reg, tasks, idx)
+        w = tl.where(optimal & ~found, exact, w)
+        found = found | optimal
+    w = tl.where(live, tl.maximum(w, 0.0), 0.0)
+    w = w / tl.sum(w, axis=0)
+    # the task weights 1/T + λ w, λ = (c ‖g0‖ + eps) / (‖g_w‖ + eps)
+    g0_norm = tl.sqrt(tl.maximum(mean, 0.0) + _f64(_EPS))
+    gw_norm = tl.sqrt(tl.maximum(tl.sum(w * _times(a, w), axis=0), 0.0))
+    lam = (c * g0_norm + _f64(_EPS)) / (gw_norm + _f64(_EPS))
+    uniform = 1.0 / tl.sum(tl.where(live, 1.0, 0.0), axis=0).to(tl.float64)
+    weights = tl.where(valid, uniform + lam * w, uniform)
+    if RESCALE == 1:
+        weights = weights / (1 + c * c)
+    elif RESCALE == 2:
+        weights = weights / (1 + c)
+    tl.store(out_ptr + idx, weights, mask=live)
+
+
+def cagrad_weights_fused(gram: Tensor, c: float, iters: int, rescale: int, points: int) -> Tensor:
+    """``device_solvers.cagrad_weights_device`` for c > 0 in two kernel launches: one program
+    per κ for the QPs, then one for the rest. The same steps and formulas, so the same
+    weights to rounding. c is a constant of the compiled kernels (one compile per value, in
+    float64), so nothing is copied to the device for it."""
+    tasks = gram.shape[0]
+    gram = gram.contiguous()
+    x = torch.empty(points, tasks, dtype=torch.float64, device=gram.device)
+    z = torch.empty_like(x)
+    below = torch.empty(points, dtype=torch.int32, device=gram.device)
+    weights = torch.empty(tasks, dtype=torch.float64, device=gram.device)
     block = _block(tasks)
-    _spd_solve_kernel[(flat.shape[0],)](
-        matrices, flat, out, ok, tasks, RHS=columns, BLOCK=block, num_warps=_warps(block)
-    )
-    return out.reshape(rhs.shape), (ok != 0).reshape(batch)  # Inductor takes no int8 -> bool view
+    warps = _warps(block)
+    _cagrad_steps_kernel[(points,)](
+        gram, x, z, below, tasks, points, iters, C=float(c), BLOCK=block, FRACTION=TAU,
+        num_warps=warps,
+    )  # fmt: skip
+    _cagrad_tail_kernel[(1,)](
+        gram, x, z, below, weights, tasks, points, C=float(c), BLOCK=block,
+        POINTS=triton.next_power_of_2(points), RESCALE=rescale, num_warps=warps,
+    )  # fmt: skip
+    return weights.to(gram.dtype)
+
+
+@triton.jit
+def _min_norm_candidate(a, support, reg, largest, tasks, idx):
+    """``_min_norm_on_support`` for one support, with ``reg`` (0 or the regulariser) on its
+    diagonal: the minimiser of wᵀA w on it, and whether it is optimal on the simplex."""
+    live = idx < tasks
+    m = tl.where(support, 1.0, 0.0).to(tl.float64)
+    inv, factored = _support_system(a, m, reg, tasks, idx)
+    u = _support_solve(inv, a, m, reg, m) * m
+    w = u / tl.sum(tl.where(live, u, 0.0), axis=0)
+    aw = tl.where(live, _times(a, w), 0.0)
+    value = tl.sum(aw * w, axis=0)
+    tol = _f64(_KKT)
+    feasible = (w >= -tol) & (aw - value >= -tol * largest)
+    return w, _all(feasible & _finite(w), live) & factored
+
+
+@triton.jit
+def _mgda_kernel(g_ptr, out_ptr, tasks, iters, BLOCK: tl.constexpr, FRACTION: tl.constexpr):
+    """One program: ``device_solvers.mgda_weights_device``, the interior-point steps, the
+    four support candidates and the choice among them."""
+    idx = tl.arange(0, BLOCK)
+    live = idx < tasks
+    a, valid, _, count = _normalised_gramian(g_ptr, tasks, idx)
+    a = 0.5 * (a + tl.trans(a))
+    a = tl.where(_finite(a), a, 0.0)
+    largest = tl.max(tl.sum(tl.where(idx[:, None] == idx[None, :], a, 0.0), axis=0), axis=0)
+    lin = tl.zeros(idx.shape, tl.float64)
+    x, z = _simplex_steps(a, _f64(_REG_DIAGONAL), lin, tasks, iters, idx, FRACTION)
+    w_ip = tl.where(live, tl.maximum(x, 0.0), 0.0)
+    w_ip = w_ip / tl.sum(w_ip, axis=0)
+    # two supports (w_i > z_i, and the wider 10 w_i > z_i), each solved as it is and with the
+    # regulariser: the first optimal of the four, in _min_norm_on_support's order, replaces w
+    narrow, wide = live & (x > z), live & (10 * x > z)
+    w = w_ip
+    found = tl.zeros([], tl.int1)
+    # a loop, not four inlined copies: the compiler would keep their common tiles
+    # ((A + 1) * mmᵀ) alive from one copy to the next, and spill at T = 50
+    for k in range(4):
+        support = tl.where(k % 2 == 0, narrow, wide)
+        reg = tl.where(k >= 2, _f64(_REG_DIAGONAL), 0.0)
+        candidate, optimal = _min_norm_candidate(a, support, reg, largest, tasks, idx)
+        w = tl.where(optimal & ~found, candidate, w)
+        found = found | optimal
+    w = tl.where(live, tl.maximum(w, 0.0), 0.0)
+    w = w / tl.sum(w, axis=0)
+    tl.store(out_ptr + idx, tl.where(valid, w, 1.0 / count), mask=live)
+
+
+def mgda_weights_fused(gram: Tensor, iters: int) -> Tensor:
+    """``device_solvers.mgda_weights_device`` in one kernel launch (one program): the same
+    steps and formulas, so the same weights to rounding."""
+    tasks = gram.shape[0]
+    weights = torch.empty(tasks, dtype=torch.float64, device=gram.device)
+    block = _block(tasks)
+    _mgda_kernel[(1,)](
+        gram.contiguous(), weights, tasks, iters, BLOCK=block, FRACTION=TAU,
+        num_warps=_warps(block),
+    )  # fmt: skip
+    return weights.to(gram.dtype)
 
 
 JACOBI_TASKS = 16
