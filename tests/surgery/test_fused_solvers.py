@@ -103,10 +103,10 @@ def test_whole_solve_kernels_give_the_torch_solvers_weights(tasks):
     """CAGrad's two launches (the κ grid's QPs, then one program for the cell, the support
     steps and the weights) and MGDA's one compute what the torch device solvers compute: the
     same directions to 1e-9 of the largest gradient on the check problems (conflicting, T > P,
-    a zero task; where T > P the weights are not unique and both solvers' directions are up to
-    6e-10 from the exact one), through every rescale mode and a 3-point grid (masked in a
-    4-wide block); and for a zero or non-finite Gramian the same mean or uniform weights,
-    exactly."""
+    a zero task, a duplicate task; where T > P the weights are not unique and both solvers'
+    directions are up to 6e-10 from the exact one), through every rescale mode and a 3-point
+    grid (masked in a 4-wide block); and for a zero or non-finite Gramian the same mean or
+    uniform weights, exactly."""
     for index, gram in enumerate(check_gramians(tasks, DEVICE).values()):
         for c, rescale in [(0.9, 1), (0.4, 0), (2.0, 2)][: 3 if index == 0 else 1]:
             want = cagrad_weights_device(gram, c, rescale=rescale, points=3)

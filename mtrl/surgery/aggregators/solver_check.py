@@ -22,7 +22,8 @@ from mtrl.surgery.aggregators.base import Weighting
 TOLERANCE = 1e-6
 """The largest direction gap (see ``direction_gap``) between the kernels and the torch solver
 that counts as agreement on ``check_gramians``: in Triton's interpreter the two agree there to
-1e-11 or better; the wrong orthant variant was 2e-4 to 0.36 off."""
+5e-11 or better (CAGrad, MGDA, IMTL-G, ConFIG, Aligned-MTL at T = 2 to 16); the wrong orthant
+variant was 2e-4 to 0.36 off."""
 
 _CHECKED: dict[tuple[str, int, str], str | None] = {}
 
@@ -30,11 +31,10 @@ _CHECKED: dict[tuple[str, int, str], str | None] = {}
 def check_gramians(tasks: int, device: torch.device | str) -> dict[str, Tensor]:
     """Named T x T Gramians (float64, on ``device``) of float32 gradients, as training forms
     them: conflicting tasks of norms 0.1 to 10, more tasks than parameters (singular; where
-    the orthant variant failed), far more (two parameters) and a zero task. Seeded: the same
-    problems in every run. Each has one solution that the solvers reach to rounding (their
-    exact support steps succeed); duplicate tasks are left out, where the solution's
-    weights are not unique and the two solvers' directions agree only to their own accuracy
-    (1e-4 to 1e-3 for CAGrad on 4 to 16 values of κ)."""
+    the orthant variant failed), far more (two parameters), a zero task and a duplicate task
+    (singular support systems, which the kernels' Gauss-Jordan sweeps solve less exactly
+    than Cholesky; refined, they agree). Seeded: the same problems in every run. Each has one
+    direction that the solvers reach to rounding (their exact support steps succeed)."""
     gen = torch.Generator().manual_seed(tasks)
 
     def rows(params: int) -> Tensor:
@@ -45,11 +45,14 @@ def check_gramians(tasks: int, device: torch.device | str) -> dict[str, Tensor]:
     spread[: tasks // 3] *= -1
     zero = rows(2 * tasks)
     zero[tasks // 2] = 0.0
+    duplicate = rows(3 * tasks)
+    duplicate[tasks // 2] = duplicate[0]
     problems = {
         "conflicting tasks": spread,
         "more tasks than parameters": rows(max(1, tasks // 2)),
         "far more tasks than parameters": rows(2),
         "a zero task": zero,
+        "a duplicate task": duplicate,
     }
     return {name: (G.double() @ G.double().T).to(device) for name, G in problems.items()}
 
