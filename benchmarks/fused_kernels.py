@@ -208,7 +208,7 @@ KERNELS = {
     "cagrad-tail": (
         "_cagrad_tail_kernel",
         CAGRAD_TAIL,
-        lambda m, b: {"C": 0.9, "BLOCK": b, "POINTS": 256, "RESCALE": 1},
+        lambda m, b: {"C": 0.9, "BLOCK": b, "POINTS": 256, "DIVISOR": 1.81},
     ),
     "mgda": ("_mgda_kernel", MGDA, lambda m, b: {"BLOCK": b, "FRACTION": m.TAU}),
     "jacobi": ("_jacobi_kernel", JACOBI, lambda m, b: {"BLOCK": b}),

@@ -332,7 +332,7 @@ def _cagrad_on_support(a, ab, s, largest, support, reg, tasks, idx):
 @triton.jit
 def _cagrad_tail_kernel(
     g_ptr, x_ptr, z_ptr, below_ptr, out_ptr, tasks, points,
-    C: tl.constexpr, BLOCK: tl.constexpr, POINTS: tl.constexpr, RESCALE: tl.constexpr,
+    C: tl.constexpr, BLOCK: tl.constexpr, POINTS: tl.constexpr, DIVISOR: tl.constexpr,
 ):  # fmt: skip
     """One program: ``cagrad_dual_device`` after the QPs (the grid cell where the sign
     changes, κ* inside it, the exact steps on the supports of its ends) and
@@ -360,9 +360,9 @@ def _cagrad_tail_kernel(
     root = 2 * qc / (-qb - tl.sqrt(tl.maximum(qb * qb - 4 * qa * qc, 0.0)))
     t = tl.minimum(tl.maximum(tl.where(root == root, root, 0.0), 0.0), 1.0)
     w = w0 + t * dw
-    # the first end of the cell whose support gives an optimal solution replaces w
-    # the support of each end, as it is and regularised (_exact_on_supports's order); a
-    # loop, not four inlined copies, which would keep more tiles alive (registers at T = 50)
+    # the first optimal solution on the support of an end of the cell, its system as it is
+    # or regularised (_exact_on_supports's order), replaces w; a loop, not four inlined
+    # copies, which would keep more tiles alive (registers at T = 50)
     found = tl.zeros([], tl.int1)
     for k in range(4):
         support = tl.where(k % 2 == 0, support0, support1)
@@ -378,18 +378,15 @@ def _cagrad_tail_kernel(
     lam = (c * g0_norm + _f64(_EPS)) / (gw_norm + _f64(_EPS))
     uniform = 1.0 / tl.sum(tl.where(live, 1.0, 0.0), axis=0).to(tl.float64)
     weights = tl.where(valid, uniform + lam * w, uniform)
-    if RESCALE == 1:
-        weights = weights / (1 + c * c)
-    elif RESCALE == 2:
-        weights = weights / (1 + c)
-    tl.store(out_ptr + idx, weights, mask=live)
+    tl.store(out_ptr + idx, weights / _f64(DIVISOR), mask=live)
 
 
 def cagrad_weights_fused(gram: Tensor, c: float, iters: int, rescale: int, points: int) -> Tensor:
     """``device_solvers.cagrad_weights_device`` for c > 0 in two kernel launches: one program
     per κ for the QPs, then one for the rest. The same steps and formulas, so the same
-    weights to rounding. c is a constant of the compiled kernels (one compile per value, in
-    float64), so nothing is copied to the device for it."""
+    weights to rounding. c and the rescale's divisor (1, 1 + c² or 1 + c, computed here as
+    the torch path computes it) are constants of the compiled kernels (one compile per
+    value, in float64), so nothing is copied to the device for them."""
     tasks = gram.shape[0]
     gram = gram.contiguous()
     x = torch.empty(points, tasks, dtype=torch.float64, device=gram.device)
@@ -404,7 +401,8 @@ def cagrad_weights_fused(gram: Tensor, c: float, iters: int, rescale: int, point
     )  # fmt: skip
     _cagrad_tail_kernel[(1,)](
         gram, x, z, below, weights, tasks, points, C=float(c), BLOCK=block,
-        POINTS=triton.next_power_of_2(points), RESCALE=rescale, num_warps=warps,
+        POINTS=triton.next_power_of_2(points), DIVISOR=(1.0, 1 + c**2, 1 + c)[rescale],
+        num_warps=warps,
     )  # fmt: skip
     return weights.to(gram.dtype)
 
