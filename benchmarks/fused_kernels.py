@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mtrl.surgery.aggregators.device_solvers import (  # noqa: E402
     CAGRAD_ITERS,
+    DUAL_CONE_ITERS,
     MGDA_ITERS,
     jacobi_sweeps,
 )
@@ -61,6 +62,7 @@ CAGRAD |= {"below_ptr": "*i32"}
 CAGRAD_STEPS = CAGRAD | {"tasks": "i32", "points": "i32", "iters": "i32"}
 CAGRAD_TAIL = CAGRAD | {"out_ptr": "*fp64", "tasks": "i32", "points": "i32"}
 MGDA = {"g_ptr": "*fp64", "out_ptr": "*fp64", "tasks": "i32", "iters": "i32"}
+DUAL_CONE = {"g_ptr": "*fp64", "u_ptr": "*fp64", "v_ptr": "*fp64", "tasks": "i32", "iters": "i32"}
 JACOBI = {"a_ptr": "*fp64", "vals_ptr": "*fp64", "vecs_ptr": "*fp64", "tasks": "i32"}
 JACOBI |= {"sweeps": "i32"}
 """The kernels' run-time arguments and their types, in order (their constants follow)."""
@@ -211,6 +213,11 @@ KERNELS = {
         lambda m, b: {"C": 0.9, "BLOCK": b, "POINTS": 256, "DIVISOR": 1.81},
     ),
     "mgda": ("_mgda_kernel", MGDA, lambda m, b: {"BLOCK": b, "FRACTION": m.TAU}),
+    "dual-cone": (
+        "_dual_cone_kernel",
+        DUAL_CONE,
+        lambda m, b: {"REG_EPS": 1e-4, "NORM_EPS": 1e-4, "BLOCK": b, "FRACTION": m.TAU},
+    ),
     "jacobi": ("_jacobi_kernel", JACOBI, lambda m, b: {"BLOCK": b}),
 }
 """The kernels a version of the module may have (older ones lack some)."""
@@ -221,19 +228,21 @@ OUTER_LOOPS = {
     "cagrad-steps": ("steps",),
     "cagrad-tail": ("candidates",),
     "mgda": ("steps", "candidates"),
+    "dual-cone": ("steps", "candidates"),
     "jacobi": ("sweeps",),
 }
 """What each kernel's loops around others run, in the code's order: interior-point steps,
-the four support candidates of CAGrad and MGDA, or Jacobi sweeps (the innermost loops are
-pivots, or Jacobi rounds)."""
+the support candidates (four for CAGrad and MGDA, two for UPGrad and DualProj), or Jacobi
+sweeps (the innermost loops are pivots, or Jacobi rounds)."""
 
 
 def passes(kernel: str, tasks: int) -> tuple[tuple[int, ...], int]:
     """The passes in one solve of each loop around another (``OUTER_LOOPS``) and of the
     innermost loops."""
+    steps = {"mgda": MGDA_ITERS, "dual-cone": DUAL_CONE_ITERS}.get(kernel, CAGRAD_ITERS)
     counts = {
-        "steps": MGDA_ITERS if kernel == "mgda" else CAGRAD_ITERS,
-        "candidates": 4,
+        "steps": steps,
+        "candidates": 2 if kernel == "dual-cone" else 4,
         "sweeps": jacobi_sweeps(tasks),
     }
     outer = tuple(counts[loop] for loop in OUTER_LOOPS[kernel])
@@ -258,7 +267,7 @@ def compile_all(module: ModuleType, tasks: int, arch: int) -> dict[str, Compiled
 
 def time_kernels(module: ModuleType, tasks: int, rounds: int) -> dict[str, float]:
     """Milliseconds per launch of the simplex kernel (CAGrad's 256 problems, 12 steps) and,
-    where the version has them, per whole CAGrad (c = 0.9) and MGDA solve."""
+    where the version has them, per whole CAGrad (c = 0.9), MGDA and UPGrad solve."""
     gen = torch.Generator(device="cuda").manual_seed(tasks)
     G = torch.randn(256, tasks, 4 * tasks, generator=gen, device="cuda", dtype=torch.float64)
     H = G @ G.mT
@@ -272,6 +281,12 @@ def time_kernels(module: ModuleType, tasks: int, rounds: int) -> dict[str, float
             lambda: module.cagrad_weights_fused(gram, 0.9, CAGRAD_ITERS, 1, 256), rounds
         )
         times["mgda"] = _cuda_ms(lambda: module.mgda_weights_fused(gram, MGDA_ITERS), rounds)
+    if hasattr(module, "dual_cone_weights_fused"):
+        targets = torch.eye(tasks, device="cuda", dtype=torch.float64) / tasks
+        times["upgrad"] = _cuda_ms(
+            lambda: module.dual_cone_weights_fused(gram, targets, 1e-4, 1e-4, DUAL_CONE_ITERS),
+            rounds,
+        )
     return times
 
 

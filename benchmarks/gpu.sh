@@ -39,8 +39,8 @@ for step in $STEPS; do
     case $step in
     update) run 80 python3 benchmarks/update_cost.py --device cuda --rounds 20 \
         --methods ${METHODS:-pcgrad cagrad mgda imtl-g upgrad dualproj} ;;
-    fused)  # CAGrad's and MGDA's solvers as Triton kernels (fused_ip): the kernels alone (the
-        # steps kernel and the whole CAGrad and MGDA solves; the steps kernel side by side
+    fused)  # the interior-point solvers as Triton kernels (fused_ip): the kernels alone (the
+        # steps kernel, whole CAGrad, MGDA and UPGrad solves; the steps kernel side by side
         # with AGAINST, an earlier fused_ip.py: the machine has no git history, so
         # `git show REV:mtrl/surgery/aggregators/fused_ip.py > .whl/fused_ip_REV.py` and carry
         # .whl), their tests on the GPU, the graph per update plain / compiled (+c) / fused

@@ -108,6 +108,9 @@ def test_graph_replays_equal_eager_updates(experiment, overrides):
         ("imtl-g", True, True),
         ("config", False, True),
         ("aligned-mtl", False, True),
+        ("upgrad", False, True),  # one orthant kernel per solve
+        ("upgrad", True, True),
+        ("dualproj", False, True),
     ],
 )
 def test_compiled_and_fused_solvers_are_captured_and_replay_what_eager_updates_compute(

@@ -220,12 +220,12 @@ def test_fused_solvers_setting():
         return fuses_solver(get_aggregator(name, solver="device"), setting, tasks)
 
     # auto: CAGrad (measured faster on an H200, training updates matching the torch solver's);
-    # true: MGDA and IMTL-G too (IMTL-G's kernel not yet run on a GPU); no kernels for the rest
-    # (UPGrad's and DualProj's orthant steps not fused)
+    # true: MGDA, UPGrad, DualProj and the Jacobi kernel's methods too (not yet run on a GPU,
+    # but MGDA's); no kernels for the rest
     assert fused("cagrad", "auto") and not fused("mgda", "auto") and fused("mgda", True)
-    for name in ("imtl-g", "config", "aligned-mtl"):  # the Jacobi kernel
+    for name in ("imtl-g", "config", "aligned-mtl", "upgrad", "dualproj"):
         assert fused(name, True) and not fused(name, "auto")
-    assert not any(fused(m, True) for m in ("pcgrad", "upgrad", "dualproj"))
+    assert not any(fused(m, True) for m in ("pcgrad", "sdmgrad", "gradvac"))
     assert not fused("cagrad", False)
     # auto: up to 16 tasks (at T = 50 the kernels were slower on an H200); true: any number
     assert fused("cagrad", "auto", 16) and not fused("cagrad", "auto", 17)
@@ -241,13 +241,14 @@ def test_fused_solvers_setting():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy: IEEE inf in the interpreter
 def test_the_kernels_pass_the_check_a_captured_update_makes_before_it_fuses():
-    """What ``GraphedUpdate`` checks on the device before it takes the kernels: MGDA's and
-    the Jacobi kernel of IMTL-G, ConFIG and Aligned-MTL through ``fused_mismatch`` (their
-    copies on the captured path), CAGrad's through the same comparison on 4 values of κ (its
-    256 programs take minutes in the interpreter; on a GPU one launch); at 6 tasks, as the
-    interpreter is slow. On a GPU this is the test that finds a kernel the card computes
-    wrongly where the interpreter is exact, as the orthant variant was."""
-    for name in ("mgda", "imtl-g", "config", "aligned-mtl"):
+    """What ``GraphedUpdate`` checks on the device before it takes the kernels: MGDA's,
+    UPGrad's and DualProj's, and the Jacobi kernel of IMTL-G, ConFIG and Aligned-MTL through
+    ``fused_mismatch`` (their copies on the captured path), CAGrad's through the same
+    comparison on 4 values of κ (its 256 programs take minutes in the interpreter; on a GPU
+    one launch); at 6 tasks, as the interpreter is slow. On a GPU this is the test that finds
+    a kernel the card computes wrongly where the interpreter is exact, as an earlier orthant
+    kernel was for UPGrad where T > P (now among the check's problems)."""
+    for name in ("mgda", "upgrad", "dualproj", "imtl-g", "config", "aligned-mtl"):
         aggregator = get_aggregator(name, solver="device")
         assert fused_mismatch(aggregator, 6, DEVICE) is None, name
         assert not aggregator.fused_solver and not aggregator.in_cuda_graph  # left as they were

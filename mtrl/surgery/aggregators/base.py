@@ -98,11 +98,12 @@ class Aggregator:
     GPU measured the compiled solver faster (BENCHMARKS.md); ``true`` compiles every one."""
     fused_solver: bool = False
     """Set by ``GraphedUpdate`` (see ``fused_solvers``): the device solver runs as Triton
-    kernels (``fused_ip``): CAGrad's and MGDA's whole solves; IMTL-G's, ConFIG's and
-    Aligned-MTL's Jacobi rotations."""
+    kernels (``fused_ip``): CAGrad's, MGDA's, UPGrad's and DualProj's whole solves; IMTL-G's,
+    ConFIG's and Aligned-MTL's Jacobi rotations."""
     fusable: ClassVar[bool] = False
     """Whether the device solver has Triton kernels for ``fused_solver``: the solvers of
-    CAGrad and MGDA, the Jacobi rotations of IMTL-G, ConFIG and Aligned-MTL (``fused_ip``)."""
+    CAGrad, MGDA, UPGrad and DualProj, the Jacobi rotations of IMTL-G, ConFIG and Aligned-MTL
+    (``fused_ip``)."""
     fused_auto: ClassVar[bool] = False
     """Whether ``fused_solvers=auto`` fuses this aggregator's solver (up to 16 tasks): set where
     a GPU measured it faster and its training updates matched the torch solver's."""

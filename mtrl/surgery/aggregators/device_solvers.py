@@ -766,7 +766,12 @@ left 3e-7 (one of T = 50 projections unconfirmed by the support step), 12 left 1
 
 
 def dual_cone_weights_device(
-    gram: Tensor, targets: Tensor, reg_eps: float, norm_eps: float, iters: int = DUAL_CONE_ITERS
+    gram: Tensor,
+    targets: Tensor,
+    reg_eps: float,
+    norm_eps: float,
+    iters: int = DUAL_CONE_ITERS,
+    fused: bool = False,
 ) -> Tensor:
     """For each row u of ``targets`` [K, T] the v [K, T] minimising vᵀA'v subject to v >= u,
     A' = A / tr(A) + reg_eps I (torchjd's matrix, ``upgrad.dual_gramian``): the device
@@ -781,8 +786,13 @@ def dual_cone_weights_device(
     rounding there. Zero-gradient tasks (the host's ``nonzero_tasks``) get the rows and columns
     of the identity and no linear term, so x_i = 0 as on the host. tr(A) below ``norm_eps``, or
     not finite, gives A' = reg_eps I, whose projection is u itself (as on the host for the
-    former; the host refuses the latter first).
+    former; the host refuses the latter first). With ``fused`` the whole solve is one Triton
+    kernel launch (``fused_ip``), for GPUs.
     """
+    if fused:
+        from mtrl.surgery.aggregators.fused_ip import dual_cone_weights_fused
+
+        return dual_cone_weights_fused(gram, targets, reg_eps, norm_eps, iters)
     tasks = gram.shape[0]
     eye = torch.eye(tasks, dtype=gram.dtype, device=gram.device)
     trace = gram.diagonal().sum()

@@ -1,6 +1,6 @@
-"""CAGrad's and MGDA's device solvers as whole Triton kernels (``fused_solvers``): a CAGrad
-solve in two launches, an MGDA solve in one; and the Jacobi rotations of IMTL-G, ConFIG and
-Aligned-MTL as another (``jacobi_eigh_fused``: the rounds of ``device_solvers.jacobi_eigh``,
+"""CAGrad's, MGDA's, UPGrad's and DualProj's device solvers as whole Triton kernels
+(``fused_solvers``): a CAGrad solve in two launches, the others in one; and the Jacobi
+rotations of IMTL-G, ConFIG and Aligned-MTL as another (``jacobi_eigh_fused``: the rounds of ``device_solvers.jacobi_eigh``,
 12 small kernels each, in one launch; not yet run on a GPU, so only ``fused_solvers=true``
 takes it).
 
@@ -10,12 +10,13 @@ what keeps CAGrad and MGDA at 2.3-2.8x a plain update on a GPU even compiled (BE
 Here every step of a problem runs in one program, which holds its T x T matrix in registers
 and inverts each step's Newton matrix by the sweep operator (symmetric Gauss-Jordan: no
 pivoting, which a positive definite matrix does not need), so the steps are one launch
-whatever their number (``_simplex_steps``). CAGrad's first kernel runs one program per κ of
+whatever their number (``_interior_point_steps``). CAGrad's first kernel runs one program per κ of
 its grid; its second, one program, does the rest of ``cagrad_weights_device`` (the grid cell,
 κ* in it, the exact steps on the supports, the weights). MGDA's kernel is one program: the
-steps, the four support candidates of ``mgda_weights_device`` and the choice. (A first form
-fused only the steps and the support steps' linear solves, leaving some 175 small kernels
-per CAGrad solve around them.)
+steps, the four support candidates of ``mgda_weights_device`` and the choice. UPGrad's and
+DualProj's runs one program per projection (``dual_cone_weights_device``: the steps over the
+orthant, two support candidates). (A first form fused only the steps and the support steps'
+linear solves, leaving some 175 small kernels per CAGrad solve around them.)
 
 The formulas are those of ``device_solvers`` (the same start, predictor, corrector and step
 lengths; the same grid, cell, candidates and tolerances). The matrices are symmetric, so every
@@ -28,11 +29,15 @@ compiled on a GPU, against the torch solvers and the host's, and compile them fo
 any machine to check that no kernel spills registers (``benchmarks/fused_kernels.py
 --check``). On a GPU the kernels' fused multiply-adds let the iterates converge past where
 the torch solver's rounding stalls them (an inactive weight 1e-23 against 1e-14 after 12
-steps), so the two agree in the objective (1e-9), not bit for bit. The orthant problems of
-UPGrad and DualProj are not fused: with an orthant variant of the steps an H200 gave UPGrad
-directions 0.36 (relative) off the exact ones where T > P, which the interpreter does not
-reproduce; so a captured update first checks the kernels against the torch solver on its
-own device (``solver_check``) and runs the torch solver where they disagree. Needs the
+steps), so the two agree in the objective (1e-9), not bit for bit. An earlier orthant kernel
+for UPGrad and DualProj gave directions 0.36 (relative) off the exact ones on an H200 where
+T > P, which the interpreter did not reproduce. A likely cause: there the support steps'
+systems are near singular, Gauss-Jordan's inverse of them is inexact (as found since for
+duplicate tasks), and an inexact solution with x >= 0 passed the optimality check, which
+does not look at the system's residual. So every support solve is now refined against its
+matrix, and the orthant kernel also checks the residual; and a captured update first checks
+the kernels against the torch solver on its own device (``solver_check``) and runs the torch
+solver where they disagree. Needs the
 ``triton`` package (it comes with torch's CUDA builds; ``mtrl-bench[fused]`` installs it for
 the CPU tests).
 """
@@ -46,7 +51,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from mtrl.surgery.aggregators.device_solvers import _MGDA_KKT_TOL, _REG, _TAU, EPS
+from mtrl.surgery.aggregators.device_solvers import (
+    _MGDA_KKT_TOL,
+    _REG,
+    _TAU,
+    _ZERO_GRADIENT,
+    EPS,
+)
 
 TAU = _TAU
 """The fraction of the step to the boundary an interior step takes."""
@@ -98,19 +109,22 @@ def _sweep(matrix, tasks, idx):
 
 
 @triton.jit
-def _simplex_steps(hessian, reg, lin, tasks, iters, idx, FRACTION: tl.constexpr):
-    """``iters`` Mehrotra steps of ``min ½ xᵀH x + pᵀx`` over the simplex from x = 1/T, z = 1
-    (``device_solvers._interior_point`` with ``simplex``) for one program's H = ``hessian`` +
-    ``reg`` I (``hessian`` [BLOCK, BLOCK] zero outside T x T; ``reg`` a float64 scalar, apart
-    so that a caller's A need not be held twice) and ``lin`` = p [BLOCK]: the minimiser x and
-    the dual slacks z [BLOCK] (padding entries 1)."""
+def _interior_point_steps(
+    hessian, reg, lin, tasks, iters, idx, FRACTION: tl.constexpr, SIMPLEX: tl.constexpr
+):
+    """``iters`` Mehrotra steps of ``min ½ xᵀH x + pᵀx`` over x >= 0, with ``Σx = 1`` if
+    ``SIMPLEX`` (``device_solvers._interior_point``: the same start, x = 1/T or 1 and z = 1,
+    predictor, corrector and step lengths), for one program's H = ``hessian`` + ``reg`` I
+    (``hessian`` [BLOCK, BLOCK] zero outside T x T; ``reg`` a float64 scalar, apart so that a
+    caller's A need not be held twice) and ``lin`` = p [BLOCK]: the minimiser x and the dual
+    slacks z [BLOCK] (padding entries 1)."""
     live = idx < tasks
     eye = idx[:, None] == idx[None, :]
     one = tl.full(idx.shape, 1.0, tl.float64)
     count = tl.sum(tl.where(live, one, 0.0), axis=0)
     minus_one = -tl.max(one, axis=0)  # float64 scalars (a float literal would be float32)
     minus_fraction = tl.max(tl.full(idx.shape, -FRACTION, tl.float64), axis=0)
-    x = tl.where(live, one / count, one)
+    x = tl.where(live, one / count, one) if SIMPLEX else one
     z = one
     for _ in range(iters):
         # divisions are the costliest arithmetic here: 1/x and 1/z once a step
@@ -122,11 +136,15 @@ def _simplex_steps(hessian, reg, lin, tasks, iters, idx, FRACTION: tl.constexpr)
         inv, _ = _sweep(scaled, tasks, idx)
         xz = tl.where(live, x * z, 0.0)
         mu = tl.sum(xz, axis=0) / count
-        # predictor (affine scaling): the right side is the gradient; Δν from 1ᵀΔx = 0
-        v = -tl.sum(tl.where(live[:, None], inv, 0.0), axis=0)  # M⁻¹ 1
-        v_sum = tl.sum(tl.where(live, v, 0.0), axis=0)
-        u = -tl.sum(inv * grad[:, None], axis=0)
-        dx = tl.where(live, (tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum) * v - u, 0.0)
+        # predictor (affine scaling): the right side is the gradient (Hx + p + ν)
+        if SIMPLEX:  # Δν from 1ᵀΔx = 0
+            v = -tl.sum(tl.where(live[:, None], inv, 0.0), axis=0)  # M⁻¹ 1
+            v_sum = tl.sum(tl.where(live, v, 0.0), axis=0)
+        u = -tl.sum(inv * grad[:, None], axis=0)  # M⁻¹ grad
+        if SIMPLEX:
+            dx = tl.where(live, (tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum) * v - u, 0.0)
+        else:
+            dx = tl.where(live, -u, 0.0)
         dz = -(xz + z * dx) * rx
         alpha_x = _step_to_boundary(dx, rx, live, minus_one)
         alpha_z = _step_to_boundary(dz, rz, live, minus_one)
@@ -136,14 +154,18 @@ def _simplex_steps(hessian, reg, lin, tasks, iters, idx, FRACTION: tl.constexpr)
         # corrector: centring plus the second-order term of the predictor
         comp = tl.where(live, xz + dx * dz - sigma_mu, 0.0)
         u = -tl.sum(inv * tl.where(live, grad - z + comp * rx, 0.0)[:, None], axis=0)
-        t = tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum  # -Δν
-        dx = tl.where(live, t * v - u, 0.0)
+        if SIMPLEX:
+            t = tl.sum(tl.where(live, u, 0.0), axis=0) / v_sum  # -Δν
+            dx = tl.where(live, t * v - u, 0.0)
+        else:
+            dx = tl.where(live, -u, 0.0)
         dz = -(comp + z * dx) * rx
         alpha_x = _step_to_boundary(dx, rx, live, minus_fraction)
         alpha_z = _step_to_boundary(dz, rz, live, minus_fraction)
         x = x + alpha_x * dx
         z = z + alpha_z * dz
-        lin = lin - alpha_z * t
+        if SIMPLEX:
+            lin = lin - alpha_z * t
     return x, z
 
 
@@ -151,13 +173,15 @@ def _simplex_steps(hessian, reg, lin, tasks, iters, idx, FRACTION: tl.constexpr)
 def _simplex_kernel(
     h_ptr, p_ptr, x_ptr, z_ptr, tasks, iters, BLOCK: tl.constexpr, FRACTION: tl.constexpr
 ):
-    """One program per problem: ``_simplex_steps`` on problem k's H and p."""
+    """One program per problem: ``_interior_point_steps`` over the simplex on problem k's H
+    and p."""
     k = tl.program_id(0).to(tl.int64)
     idx = tl.arange(0, BLOCK)
     live = idx < tasks
     hessian = _load_matrix(h_ptr, k, tasks, idx)
     lin = tl.load(p_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)
-    x, z = _simplex_steps(hessian, tl.zeros([], tl.float64), lin, tasks, iters, idx, FRACTION)
+    zero = tl.zeros([], tl.float64)
+    x, z = _interior_point_steps(hessian, zero, lin, tasks, iters, idx, FRACTION, True)
     tl.store(x_ptr + k * tasks + idx, x, mask=live)
     tl.store(z_ptr + k * tasks + idx, z, mask=live)
 
@@ -261,7 +285,8 @@ def _cagrad_steps_kernel(
     kappa = _kappa(low, high, k, points)
     theta = kappa / (1 + kappa)
     lin = tl.where(live, theta * ab, 0.0)
-    x, z = _simplex_steps((1 - theta) * a, _f64(_REG_DIAGONAL), lin, tasks, iters, idx, FRACTION)
+    reg = _f64(_REG_DIAGONAL)
+    x, z = _interior_point_steps((1 - theta) * a, reg, lin, tasks, iters, idx, FRACTION, True)
     x = tl.where(live, x, 0.0)
     row = k.to(tl.int64) * tasks + idx
     tl.store(x_ptr + row, x, mask=live)
@@ -434,7 +459,8 @@ def _mgda_kernel(g_ptr, out_ptr, tasks, iters, BLOCK: tl.constexpr, FRACTION: tl
     a = tl.where(_finite(a), a, 0.0)
     largest = tl.max(tl.sum(tl.where(idx[:, None] == idx[None, :], a, 0.0), axis=0), axis=0)
     lin = tl.zeros(idx.shape, tl.float64)
-    x, z = _simplex_steps(a, _f64(_REG_DIAGONAL), lin, tasks, iters, idx, FRACTION)
+    reg = _f64(_REG_DIAGONAL)
+    x, z = _interior_point_steps(a, reg, lin, tasks, iters, idx, FRACTION, True)
     w_ip = tl.where(live, tl.maximum(x, 0.0), 0.0)
     w_ip = w_ip / tl.sum(w_ip, axis=0)
     # two supports (w_i > z_i, and the wider 10 w_i > z_i), each solved as it is and with the
@@ -466,6 +492,102 @@ def mgda_weights_fused(gram: Tensor, iters: int) -> Tensor:
         num_warps=_warps(block),
     )  # fmt: skip
     return weights.to(gram.dtype)
+
+
+# --- a whole UPGrad or DualProj solve in one launch ------------------------------------------
+
+_ZERO = tl.constexpr(_ZERO_GRADIENT)
+
+
+@triton.jit
+def _orthant_candidate(hessian, lin, support, largest, tasks, idx):
+    """``_orthant_on_supports`` for one support S: x with H_SS x_S = -p_S (0 off S), from the
+    sweep's inverse refined twice against the matrix, and whether it is optimal over x >= 0:
+    x >= 0, every reduced cost (H x + p)_i >= 0 off S, to 1e-9 of H's largest diagonal entry,
+    a successful sweep, and (a check the torch path leaves to Cholesky's stability) the
+    system solved to that tolerance."""
+    live = idx < tasks
+    m = tl.where(support, 1.0, 0.0).to(tl.float64)
+    eye = idx[:, None] == idx[None, :]
+    matrix = hessian * (m[:, None] * m[None, :]) + tl.where(eye, (1 - m)[:, None], 0.0)
+    inv, smallest = _sweep(matrix, tasks, idx)
+    rhs = -lin * m
+    x = -_times(inv, rhs)
+    for refinement in tl.static_range(3):  # two refinements, then the final residual
+        residual = rhs - (m * _times(hessian, m * x) + (1 - m) * x)
+        if refinement < 2:
+            x = x - _times(inv, residual)
+    x = x * m
+    reduced = _times(hessian, x) + lin
+    tol = _f64(_KKT) * largest
+    feasible = (x >= -tol) & (support | (reduced >= -tol)) & (tl.abs(residual) <= tol)
+    factored = (smallest > 0) & (smallest < float("inf"))
+    return x, _all(feasible & _finite(x), live) & factored
+
+
+@triton.jit
+def _dual_cone_kernel(
+    g_ptr, u_ptr, v_ptr, tasks, iters,
+    REG_EPS: tl.constexpr, NORM_EPS: tl.constexpr, BLOCK: tl.constexpr, FRACTION: tl.constexpr,
+):  # fmt: skip
+    """One program per target u_k: ``device_solvers.dual_cone_weights_device`` for its row,
+    the matrix set up from the Gramian, the interior-point steps over the orthant, the two
+    support candidates, the choice; v_k = u_k + x stored."""
+    k = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, BLOCK)
+    live = idx < tasks
+    eye = (idx[:, None] == idx[None, :]) & live[:, None]
+    gram = _load_matrix(g_ptr, 0, tasks, idx)
+    count = tl.sum(tl.where(live, 1.0, 0.0), axis=0).to(tl.float64)
+    trace = tl.sum(tl.sum(tl.where(eye, gram, 0.0), axis=0), axis=0)
+    valid = (trace >= _f64(NORM_EPS)) & (trace > 0) & (trace < float("inf"))
+    scaled = tl.where(valid, gram / tl.where(valid, trace, 1.0), 0.0)
+    scaled = 0.5 * (scaled + tl.trans(scaled))
+    scaled = tl.where(_finite(scaled), scaled, 0.0)
+    scaled = (scaled + tl.where(eye, _f64(REG_EPS), 0.0)) * count
+    diag = tl.sum(tl.where(eye, scaled, 0.0), axis=0)
+    most = tl.max(diag, axis=0)
+    task = live & (diag > _f64(_ZERO) * most)  # zero-gradient tasks: x_i = 0
+    # unit diagonal (v = D^-1/2 y): the tie-break is then relative to each task's own scale
+    root = tl.sqrt(tl.where(task, diag, 1.0))
+    hessian = tl.where(
+        task[:, None] & task[None, :],
+        scaled / (root[:, None] * root[None, :]),
+        tl.where(eye, 1.0, 0.0),
+    ) + tl.where(eye, _f64(_REG_DIAGONAL), 0.0)
+    target = tl.load(u_ptr + k * tasks + idx, mask=live, other=0.0).to(tl.float64)
+    lin = tl.where(task, _times(hessian, target * root), 0.0)  # H u in y
+    zero = tl.zeros([], tl.float64)  # H holds its regulariser
+    x, z = _interior_point_steps(hessian, zero, lin, tasks, iters, idx, FRACTION, False)
+    largest = tl.max(tl.sum(tl.where(eye, hessian, 0.0), axis=0), axis=0)
+    # the supports x_i > z_i and the wider 10 x_i > z_i: the first optimal replaces x
+    found = tl.zeros([], tl.int1)
+    best = tl.where(live, tl.maximum(x, 0.0), 0.0)
+    for c in range(2):  # a loop, not two inlined copies (registers)
+        support = live & tl.where(c == 0, x > z, 10 * x > z)
+        candidate, optimal = _orthant_candidate(hessian, lin, support, largest, tasks, idx)
+        best = tl.where(optimal & ~found, candidate, best)
+        found = found | optimal
+    best = tl.where(tl.where(task, most, 0.0) > 0, tl.maximum(best, 0.0) / root, 0.0)
+    tl.store(v_ptr + k * tasks + idx, target + best, mask=live)
+
+
+def dual_cone_weights_fused(
+    gram: Tensor, targets: Tensor, reg_eps: float, norm_eps: float, iters: int
+) -> Tensor:
+    """``device_solvers.dual_cone_weights_device`` in one kernel launch, one program per row
+    of ``targets`` [K, T]: the projections v [K, T]. The same steps and formulas, the support
+    steps' systems refined against the matrix and checked solved (where the sweep's inverse
+    is inexact: singular Gramians, T > P), so the same projections to rounding."""
+    problems, tasks = targets.shape
+    out = torch.empty(problems, tasks, dtype=torch.float64, device=gram.device)
+    block = _block(tasks)
+    _dual_cone_kernel[(problems,)](
+        gram.contiguous(), targets.contiguous(), out, tasks, iters,
+        REG_EPS=float(reg_eps), NORM_EPS=float(norm_eps), BLOCK=block, FRACTION=TAU,
+        num_warps=_warps(block),
+    )  # fmt: skip
+    return out.to(gram.dtype)
 
 
 JACOBI_TASKS = 16
