@@ -336,11 +336,14 @@ def print_static(versions: dict[str, ModuleType], tasks_list: list[int], arch: i
                 )
             if len(names) == 2 and all(kernel in found[name] for name in names):
                 now, then = (found[name][kernel] for name in names)
+                then_solve, now_solve = (
+                    c.executed(outer_passes, inner_passes) for c in (then, now)
+                )
                 print(
                     f"{'':>3} {kernel:12} {'ratio':10} {'':>5} {'':>5} {'':>9}"
                     f" {then.inner / now.inner:>6.2f}x {'':>7}"
                     f" {then.instructions / now.instructions:>5.2f}x"
-                    f" {then.executed(outer_passes, inner_passes) / now.executed(outer_passes, inner_passes):>8.2f}x"
+                    f" {then_solve / now_solve:>8.2f}x"
                 )
     return compiled
 

@@ -165,15 +165,14 @@ class TrainConfig:
     """In an update captured in a CUDA graph (``compile``), run the interior-point solvers as
     Triton kernels (a CAGrad solve two launches, an MGDA, UPGrad or DualProj solve one)
     instead of about 44 small kernels per interior-point step and more around them
-    (``fused_ip``; the ``triton``
-    package comes with torch's CUDA builds): ``auto`` (CAGrad's, up to 16 tasks, where an
-    H200 measured it faster: 2.85 ms per update fused and compiled instead of 3.56 compiled at
-    T = 10, with the steps alone fused; at T = 50 the kernel was slower), ``true`` (CAGrad's,
-    MGDA's, UPGrad's and DualProj's at any T, and the Jacobi rotations of IMTL-G, ConFIG and
-    Aligned-MTL, one kernel per solve; warning where triton is missing; needs device=cuda and
-    compile on) or ``false``. Before the capture the kernels are checked against the torch solver on the
-    run's device (``solver_check``); where they disagree a warning line says so and the torch
-    solver runs."""
+    (``fused_ip``; the ``triton`` package comes with torch's CUDA builds): ``auto`` (CAGrad's,
+    up to 16 tasks, where an H200 measured it faster: 2.85 ms per update fused and compiled
+    instead of 3.56 compiled at T = 10, with the steps alone fused; at T = 50 the kernel was
+    slower), ``true`` (CAGrad's, MGDA's, UPGrad's and DualProj's at any T, and the Jacobi
+    rotations of IMTL-G, ConFIG and Aligned-MTL, one kernel per solve; warning where triton is
+    missing; needs device=cuda and compile on) or ``false``. Before the capture the kernels
+    are checked against the torch solver on the run's device (``solver_check``); where they
+    disagree a warning line says so and the torch solver runs."""
     torch_threads: Annotated[Int, Ge(0)] = 0
     """Torch intra-op threads (0: torch's default); 1 suits several runs side by side."""
     step_timeout: Seconds = 120.0

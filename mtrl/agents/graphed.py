@@ -60,10 +60,11 @@ class GraphedUpdate:
     :param compile_solvers: compile the aggregators' device solvers with torch.compile
         (``Weighting``): true, false or auto (``compiles_solver``); they compile in the first
         warm-up update.
-    :param fused_solvers: run CAGrad's and MGDA's solvers and the Jacobi rotations as Triton
-        kernels: true, false or auto (``fuses_solver``); without the ``triton`` package none
-        are (true warns once), nor are kernels whose directions differ from the torch
-        solver's on this device (``solver_check.fused_mismatch``; a warning line says so).
+    :param fused_solvers: run the interior-point solvers (CAGrad, MGDA, UPGrad, DualProj) and
+        the Jacobi rotations as Triton kernels: true, false or auto (``fuses_solver``);
+        without the ``triton`` package none are (true warns once), nor are kernels whose
+        directions differ from the torch solver's on this device
+        (``solver_check.fused_mismatch``; a warning line says so).
     """
 
     def __init__(

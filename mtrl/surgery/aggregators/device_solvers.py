@@ -33,8 +33,8 @@ interior-point steps over the positive orthant at once, then a support step (112
 around 47 per step: 1052 at the default 20 steps). Views are counted here; the kernels among
 them are 44 per step with the simplex, 36 without. With ``fused`` (for GPUs, ``fused_ip``)
 a CAGrad solve is two Triton kernel launches (one program per κ for the interior-point steps,
-one for the rest), an MGDA solve one, and the Jacobi rotations (``jacobi_eigh``, the
-eigendecomposition in a CUDA graph) one.
+one for the rest), an MGDA, UPGrad or DualProj solve one, and the Jacobi rotations
+(``jacobi_eigh``, the eigendecomposition in a CUDA graph) one.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """CAGrad's, MGDA's, UPGrad's and DualProj's device solvers as whole Triton kernels
 (``fused_solvers``): a CAGrad solve in two launches, the others in one; and the Jacobi
-rotations of IMTL-G, ConFIG and Aligned-MTL as another (``jacobi_eigh_fused``: the rounds of ``device_solvers.jacobi_eigh``,
-12 small kernels each, in one launch; not yet run on a GPU, so only ``fused_solvers=true``
-takes it).
+rotations of IMTL-G, ConFIG and Aligned-MTL as another (``jacobi_eigh_fused``: the rounds of
+``device_solvers.jacobi_eigh``, 12 small kernels each, in one launch; not yet run on a GPU,
+so only ``fused_solvers=true`` takes it).
 
 ``device_solvers._interior_point`` launches about 44 kernels per step (9 compiled) and
 cuSOLVER/cuBLAS calls besides; replayed from a CUDA graph each costs about 2 us, which is
@@ -10,13 +10,13 @@ what keeps CAGrad and MGDA at 2.3-2.8x a plain update on a GPU even compiled (BE
 Here every step of a problem runs in one program, which holds its T x T matrix in registers
 and inverts each step's Newton matrix by the sweep operator (symmetric Gauss-Jordan: no
 pivoting, which a positive definite matrix does not need), so the steps are one launch
-whatever their number (``_interior_point_steps``). CAGrad's first kernel runs one program per κ of
-its grid; its second, one program, does the rest of ``cagrad_weights_device`` (the grid cell,
-κ* in it, the exact steps on the supports, the weights). MGDA's kernel is one program: the
-steps, the four support candidates of ``mgda_weights_device`` and the choice. UPGrad's and
-DualProj's runs one program per projection (``dual_cone_weights_device``: the steps over the
-orthant, two support candidates). (A first form fused only the steps and the support steps'
-linear solves, leaving some 175 small kernels per CAGrad solve around them.)
+whatever their number (``_interior_point_steps``). CAGrad's first kernel runs one program
+per κ of its grid; its second, one program, does the rest of ``cagrad_weights_device`` (the
+grid cell, κ* in it, the exact steps on the supports, the weights). MGDA's kernel is one
+program: the steps, the four support candidates of ``mgda_weights_device`` and the choice.
+UPGrad's and DualProj's runs one program per projection (``dual_cone_weights_device``: the
+steps over the orthant, two support candidates). (A first form fused only the steps and the
+support steps' linear solves, leaving some 175 small kernels per CAGrad solve around them.)
 
 The formulas are those of ``device_solvers`` (the same start, predictor, corrector and step
 lengths; the same grid, cell, candidates and tolerances). The matrices are symmetric, so every
@@ -26,10 +26,11 @@ divides by x and z once, then multiplies (a float64 division is a long instructi
 on a GPU). Constants that are not exact in float32 enter as float64 scalars (``_f64``). The
 tests run these kernels in Triton's interpreter on the CPU (``TRITON_INTERPRET=1``) and
 compiled on a GPU, against the torch solvers and the host's, and compile them for sm_90 on
-any machine to check that no kernel spills registers (``benchmarks/fused_kernels.py
---check``). On a GPU the kernels' fused multiply-adds let the iterates converge past where
-the torch solver's rounding stalls them (an inactive weight 1e-23 against 1e-14 after 12
-steps), so the two agree in the objective (1e-9), not bit for bit. An earlier orthant kernel
+any machine to check that no spill code runs at a step or a pivot
+(``benchmarks/fused_kernels.py --check``). On a GPU the kernels' fused multiply-adds let the
+iterates converge past where the torch solver's rounding stalls them (an inactive weight
+1e-23 against 1e-14 after 12 steps), so the two agree in the objective (1e-9), not bit for
+bit. An earlier orthant kernel
 for UPGrad and DualProj gave directions 0.36 (relative) off the exact ones on an H200 where
 T > P, which the interpreter did not reproduce. A likely cause: there the support steps'
 systems are near singular, Gauss-Jordan's inverse of them is inexact (as found since for
@@ -37,9 +38,8 @@ duplicate tasks), and an inexact solution with x >= 0 passed the optimality chec
 does not look at the system's residual. So every support solve is now refined against its
 matrix, and the orthant kernel also checks the residual; and a captured update first checks
 the kernels against the torch solver on its own device (``solver_check``) and runs the torch
-solver where they disagree. Needs the
-``triton`` package (it comes with torch's CUDA builds; ``mtrl-bench[fused]`` installs it for
-the CPU tests).
+solver where they disagree. Needs the ``triton`` package (it comes with torch's CUDA builds;
+``mtrl-bench[fused]`` installs it for the CPU tests).
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def simplex_qp_fused(hessians: Tensor, linear: Tensor, iters: int) -> tuple[Tens
     return x, z
 
 
-# --- whole solves: CAGrad in two launches, MGDA in one ------------------------------------
+# --- whole solves: CAGrad in two launches, MGDA in one --------------------------------------
 
 _EPS = tl.constexpr(EPS)
 _REG_DIAGONAL = tl.constexpr(_REG)
