@@ -267,12 +267,9 @@ def _exact_on_supports(a: Tensor, ab: Tensor, s: Tensor, support: Tensor) -> tup
     m = support.to(a.dtype)
     mm = m[:, :, None] * m[:, None, :]
     base = (a + 1.0) * mm + torch.diag_embed(1 - m)
-    support = torch.cat([support, support])
-    m = torch.cat([m, m])
-    uy, factored = _spd_solve(
-        torch.cat([base, base + _REG * torch.diag_embed(m[: len(base)])]),
-        torch.stack([m, -ab * m], dim=2),
-    )  # [2C, T, 2]
+    matrices = torch.cat([base, base + _REG * torch.diag_embed(m)])
+    support, m = torch.cat([support, support]), torch.cat([m, m])
+    uy, factored = _spd_solve(matrices, torch.stack([m, -ab * m], dim=2))  # [2C, T, 2]
     u, y = uy[:, :, 0], uy[:, :, 1]
     u_sum, y_sum = u.sum(dim=1, keepdim=True), y.sum(dim=1, keepdim=True)
     p, r = u / u_sum, y - (y_sum / u_sum) * u  # w = p + κ r
