@@ -296,31 +296,41 @@ def _cagrad_steps_kernel(
 
 
 @triton.jit
-def _support_system(a, m, reg, tasks, idx):
-    """Minus the inverse of a support step's matrix (A + 1) mmᵀ + diag(1 - m + reg m) (m the
-    support's 0/1 vector, ``reg`` 0 or the regulariser; off the support the identity) and
-    whether its sweep succeeded, like a Cholesky factorisation."""
+def _support_system(a, m, reg, tasks, idx, ONES: tl.constexpr):
+    """Minus the inverse of a support step's matrix M = (A + 11ᵀ) mmᵀ + diag(1 - m + reg m),
+    without the 11ᵀ unless ``ONES`` (m the support's 0/1 vector, ``reg`` 0 or the
+    regulariser; off the support the identity), and whether its sweep succeeded, like a
+    Cholesky factorisation."""
     eye = idx[:, None] == idx[None, :]
     mm = m[:, None] * m[None, :]
-    # written so that no A + 1 is shared with another candidate (and kept: registers at T = 50)
-    matrix = a * mm + mm + tl.where(eye, (1 - m + reg * m)[:, None], 0.0)
+    matrix = a * mm
+    if ONES:  # not (A + 1) mmᵀ: no A + 1 shared with another candidate (and kept: registers)
+        matrix = matrix + mm
+    matrix = matrix + tl.where(eye, (1 - m + reg * m)[:, None], 0.0)
     inv, smallest = _sweep(matrix, tasks, idx)
     return inv, (smallest > 0) & (smallest < float("inf"))
 
 
 @triton.jit
-def _support_solve(inv, a, m, reg, rhs):
-    """x with ((A + 1) mmᵀ + diag(1 - m + reg m)) x = ``rhs``, from minus its inverse
-    ``inv`` and two steps of iterative refinement against the matrix, formed from A and m
-    as products with vectors (no second tile). Gauss-Jordan's inverse is less accurate than a
+def _support_times(a, m, reg, x, ONES: tl.constexpr):
+    """M x for ``_support_system``'s M, from A and m as products with vectors (no tile)."""
+    mx = m * x
+    ax = _times(a, mx)
+    if ONES:
+        ax = ax + tl.sum(mx, axis=0)
+    return m * ax + (1 - m + reg * m) * x
+
+
+@triton.jit
+def _support_solve(inv, a, m, reg, rhs, ONES: tl.constexpr):
+    """x with M x = ``rhs`` (``_support_system``'s M), from minus its inverse ``inv`` and two
+    steps of iterative refinement against M. Gauss-Jordan's inverse is less accurate than a
     Cholesky solve where the matrix is near singular (duplicate tasks on the support,
     regularised: the duplicates' total weight 7e-4 off on a test problem); refined, it
     agrees with Cholesky's to 1e-12 there."""
     x = -_times(inv, rhs)
     for _ in tl.static_range(2):
-        mx = m * x
-        residual = rhs - (m * (_times(a, mx) + tl.sum(mx, axis=0)) + (1 - m + reg * m) * x)
-        x = x - _times(inv, residual)
+        x = x - _times(inv, rhs - _support_times(a, m, reg, x, ONES))
     return x
 
 
@@ -331,9 +341,9 @@ def _cagrad_on_support(a, ab, s, largest, support, reg, tasks, idx):
     optimal."""
     live = idx < tasks
     m = tl.where(support, 1.0, 0.0).to(tl.float64)
-    inv, factored = _support_system(a, m, reg, tasks, idx)
-    u = _support_solve(inv, a, m, reg, m)
-    y = _support_solve(inv, a, m, reg, -ab * m)
+    inv, factored = _support_system(a, m, reg, tasks, idx, True)
+    u = _support_solve(inv, a, m, reg, m, True)
+    y = _support_solve(inv, a, m, reg, -ab * m, True)
     u_sum = tl.sum(tl.where(live, u, 0.0), axis=0)
     y_sum = tl.sum(tl.where(live, y, 0.0), axis=0)
     p = u / u_sum
@@ -438,8 +448,8 @@ def _min_norm_candidate(a, support, reg, largest, tasks, idx):
     diagonal: the minimiser of wᵀA w on it, and whether it is optimal on the simplex."""
     live = idx < tasks
     m = tl.where(support, 1.0, 0.0).to(tl.float64)
-    inv, factored = _support_system(a, m, reg, tasks, idx)
-    u = _support_solve(inv, a, m, reg, m) * m
+    inv, factored = _support_system(a, m, reg, tasks, idx, True)
+    u = _support_solve(inv, a, m, reg, m, True) * m
     w = u / tl.sum(tl.where(live, u, 0.0), axis=0)
     aw = tl.where(live, _times(a, w), 0.0)
     value = tl.sum(aw * w, axis=0)
@@ -501,27 +511,22 @@ _ZERO = tl.constexpr(_ZERO_GRADIENT)
 
 @triton.jit
 def _orthant_candidate(hessian, lin, support, largest, tasks, idx):
-    """``_orthant_on_supports`` for one support S: x with H_SS x_S = -p_S (0 off S), from the
-    sweep's inverse refined twice against the matrix, and whether it is optimal over x >= 0:
-    x >= 0, every reduced cost (H x + p)_i >= 0 off S, to 1e-9 of H's largest diagonal entry,
-    a successful sweep, and (a check the torch path leaves to Cholesky's stability) the
-    system solved to that tolerance."""
+    """``_orthant_on_supports`` for one support S: x with H_SS x_S = -p_S (0 off S), refined
+    (``_support_solve``), and whether it is optimal over x >= 0: x >= 0, every reduced cost
+    (H x + p)_i >= 0 off S, to 1e-9 of H's largest diagonal entry, a successful sweep, and
+    (a check the torch path leaves to Cholesky's stability) the system solved to that
+    tolerance."""
     live = idx < tasks
     m = tl.where(support, 1.0, 0.0).to(tl.float64)
-    eye = idx[:, None] == idx[None, :]
-    matrix = hessian * (m[:, None] * m[None, :]) + tl.where(eye, (1 - m)[:, None], 0.0)
-    inv, smallest = _sweep(matrix, tasks, idx)
+    zero = tl.zeros([], tl.float64)  # H holds its regulariser
+    inv, factored = _support_system(hessian, m, zero, tasks, idx, False)
     rhs = -lin * m
-    x = -_times(inv, rhs)
-    for refinement in tl.static_range(3):  # two refinements, then the final residual
-        residual = rhs - (m * _times(hessian, m * x) + (1 - m) * x)
-        if refinement < 2:
-            x = x - _times(inv, residual)
+    x = _support_solve(inv, hessian, m, zero, rhs, False)
+    residual = rhs - _support_times(hessian, m, zero, x, False)
     x = x * m
     reduced = _times(hessian, x) + lin
     tol = _f64(_KKT) * largest
     feasible = (x >= -tol) & (support | (reduced >= -tol)) & (tl.abs(residual) <= tol)
-    factored = (smallest > 0) & (smallest < float("inf"))
     return x, _all(feasible & _finite(x), live) & factored
 
 
